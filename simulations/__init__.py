@@ -1,0 +1,1 @@
+"""Monte-Carlo retraining simulators (Gaussian, 2D flows and diffusion)."""

@@ -1,0 +1,13 @@
+"""stability: exact mathematics and checks for iterative retraining of generative models.
+
+The core of the toolkit (numpy, scipy and sympy only; it never imports torch): the collapse rate
+alpha(n) of Proposition 1, the Gaussian family of Proposition 2, the retraining operator
+G_lambda of eqs (2), (3) and (9) with its Jacobian (Lemma E.1), and the checks of every
+numbered claim of Bertrand et al., "On the Stability of Iterative Retraining of Generative
+Models on their Own Data" (ICLR 2024).
+"""
+
+from stability.rates import alpha, alpha_d_quadrature, log_alpha, one_minus_alpha
+
+__all__ = ["alpha", "alpha_d_quadrature", "log_alpha", "one_minus_alpha", "__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""python -m stability: the same command line as the `stability` script."""
+
+import sys
+
+from stability.cli import main
+
+sys.exit(main())
