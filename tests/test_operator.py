@@ -1,0 +1,189 @@
+"""The retraining operator for any family: quadratures, derivatives, maximisation, Jacobians."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats
+
+from stability import gaussian as G
+from stability.families import (
+    SKEWED_DATA,
+    GaussianFamily,
+    GaussianMixture1D,
+    MeansMixtureFamily,
+    StudentTFamily,
+    _SympyFamily1D,
+    w1_1d,
+)
+from stability.operator import Operator, default_operators, maximise
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return {op.name: op for op in default_operators()}
+
+
+def test_student_t_quadrature_reproduces_moments():
+    fam = StudentTFamily(nu=5.0)
+    x, w = fam.nodes(np.array([0.7, 1.3]))
+    x = x[:, 0]
+    assert w.sum() == pytest.approx(1.0, abs=1e-10)
+    assert w @ x == pytest.approx(0.7, abs=1e-10)
+    assert w @ (x - 0.7) ** 2 == pytest.approx(1.3**2 * 5 / 3, rel=1e-6)
+
+
+def test_mixture_data_quadrature_reproduces_moments():
+    x, w = SKEWED_DATA.nodes()
+    assert w @ x[:, 0] == pytest.approx(SKEWED_DATA.mean[0], abs=1e-12)
+    var = w @ (x[:, 0] - SKEWED_DATA.mean[0]) ** 2
+    assert var == pytest.approx(SKEWED_DATA.cov[0, 0], rel=1e-12)
+    assert SKEWED_DATA.sample(np.random.default_rng(0), 200000).mean() == pytest.approx(
+        SKEWED_DATA.mean[0], abs=0.01
+    )
+
+
+@pytest.mark.parametrize(
+    "family,theta",
+    [
+        (StudentTFamily(4.0), np.array([0.3, 0.8])),
+        (MeansMixtureFamily(0.7), np.array([-0.6, 1.4])),
+    ],
+)
+def test_family_derivatives_match_finite_differences(family, theta):
+    x = np.linspace(-4, 5, 37)
+    h = 1e-5
+    eye = np.eye(2)
+    fd_score = np.stack(
+        [
+            (family.logpdf(x, theta + h * e) - family.logpdf(x, theta - h * e)) / (2 * h)
+            for e in eye
+        ],
+        1,
+    )
+    assert np.allclose(family.score(x, theta), fd_score, atol=1e-7)
+    fd_hess = np.stack(
+        [(family.score(x, theta + h * e) - family.score(x, theta - h * e)) / (2 * h) for e in eye],
+        2,
+    )
+    assert np.allclose(family.hessian(x, theta), fd_hess, atol=1e-6)
+    fd_dx = (family.hessian(x + h, theta) - family.hessian(x - h, theta)) / (2 * h)
+    assert np.allclose(family.hessian_dx(x, theta), fd_dx, atol=1e-5)
+
+
+def test_mixture_closed_form_derivatives_match_sympy():
+    fam = MeansMixtureFamily(0.7)
+    theta = np.array([-0.3, 1.2])
+    x = np.linspace(-4, 5, 50)
+    compiled = _SympyFamily1D._compiled.func(fam)
+    assert np.allclose(
+        np.broadcast_to(compiled[0](x, *theta), x.shape), fam.logpdf(x, theta), atol=1e-12
+    )
+    for i, fn, shape in [
+        (1, fam.score, (2,)),
+        (2, fam.hessian, (2, 2)),
+        (3, fam.hessian_dx, (2, 2)),
+    ]:
+        assert np.allclose(
+            _SympyFamily1D._stack(compiled[i](x, *theta), x.size, shape), fn(x, theta), atol=1e-11
+        )
+
+
+def test_mixture_stable_far_in_the_tails():
+    fam = MeansMixtureFamily(0.5)
+    x = np.array([-200.0, 300.0])
+    for arr in (fam.logpdf(x, [0.0, 1.0]), fam.score(x, [0.0, 1.0]), fam.hessian(x, [0.0, 1.0])):
+        assert np.all(np.isfinite(arr))
+
+
+def test_w1_1d_closed_forms():
+    # W1 between N(0, s1^2) and N(0, s2^2) is |s1 - s2| sqrt(2/pi); between shifts it is the shift.
+    got = w1_1d(lambda t: stats.norm.cdf(t, 0, 1), lambda t: stats.norm.cdf(t, 0, 3), -60, 60)
+    assert got == pytest.approx(2 * math.sqrt(2 / math.pi), rel=1e-9)
+    got = w1_1d(lambda t: stats.norm.cdf(t, 0, 1), lambda t: stats.norm.cdf(t, 1.5, 1), -60, 60)
+    assert got == pytest.approx(1.5, rel=1e-9)
+
+
+def test_w1_against_scipy_samples(ops):
+    op = ops["student-t"]
+    rng = np.random.default_rng(11)
+    a = op.family.sample(rng, 400000, op.theta_star())[:, 0]
+    b = op.data.sample(rng, 400000)[:, 0]
+    assert stats.wasserstein_distance(a, b) == pytest.approx(op.eps(), abs=0.01)
+
+
+@given(lam=st.floats(0.0, 20.0), shift=st.floats(-0.3, 0.3), seed=st.integers(0, 1000))
+def test_numerical_operator_equals_closed_form_for_gaussians(ops, lam, shift, seed):
+    op = ops["gaussian-2d"]
+    rng = np.random.default_rng(seed)
+    theta = op.theta_star() + shift * rng.standard_normal(op.theta_star().size) / 3
+    if not op.family.valid(theta):
+        return
+    mu, cov = G.from_theta(theta, 2)
+    closed = G.to_theta(*G.g_inf(mu, cov, lam, op.data.mean, op.data.cov))
+    assert np.allclose(op.g_inf(theta, lam), closed, atol=1e-8)
+
+
+@given(lam=st.floats(0.01, 20.0))
+def test_theta_star_is_a_fixed_point(ops, lam):
+    for op in ops.values():
+        assert np.linalg.norm(op.g_inf(op.theta_star(), lam) - op.theta_star()) < 1e-8
+
+
+def test_jacobians_three_ways_agree(ops):
+    for op in ops.values():
+        for lam in (0.2, 3.0):
+            fd = op.jacobian_fd(lam)
+            assert np.allclose(op.jacobian_implicit(lam), fd, atol=1e-6)
+            assert np.allclose(op.jacobian_formula(lam, "hessian"), fd, atol=1e-6)
+            assert not np.allclose(op.jacobian_formula(lam, "mixed"), fd, atol=1e-2)
+
+
+def test_gaussian_jacobian_is_lam_over_one_plus_lam(ops):
+    for name in ("gaussian-2d", "gaussian-1d"):
+        op = ops[name]
+        for lam in (0.3, 5.0):
+            assert np.allclose(
+                op.jacobian_fd(lam), lam / (1 + lam) * np.eye(op.theta_star().size), atol=1e-7
+            )
+
+
+def test_maximise_climbs_from_far_away():
+    fam = StudentTFamily(4.0)
+    x, w = SKEWED_DATA.nodes()
+    a = maximise(fam, np.array([3.0, 5.0]), x, w)
+    b = maximise(fam, np.array([-2.0, 0.2]), x, w)
+    assert np.allclose(a, b, atol=1e-8)
+
+
+def test_g_n_converges_to_g_inf(ops):
+    op = ops["student-t"]
+    rng = np.random.default_rng(5)
+    theta = op.theta_star() + np.array([0.05, -0.05])
+    target = op.g_inf(theta, 1.0)
+    errs = []
+    for n in (200, 20000):
+        devs = [
+            np.linalg.norm(op.g_n(theta, 1.0, op.data.sample(rng, n), rng) - target)
+            for _ in range(10)
+        ]
+        errs.append(np.mean(devs))
+    # n grows 100x: the error shrinks about 10x (n^-1/2); allow a factor 2 either way.
+    assert 5 < errs[0] / errs[1] < 20
+
+
+def test_operator_rejects_bad_lambda(ops):
+    with pytest.raises(ValueError):
+        ops["student-t"].g_inf(ops["student-t"].theta_star(), -1.0)
+    with pytest.raises(ValueError):
+        ops["student-t"].g_inf(ops["student-t"].theta_star(), math.inf)
+
+
+def test_custom_operator_from_user_parts():
+    data = GaussianMixture1D(weights=(0.5, 0.5), means=(-1.0, 1.0), sds=(0.5, 0.5))
+    op = Operator(GaussianFamily(1), data, "user")
+    # Gaussian fit of a symmetric mixture: mean 0, variance 0.25 + 1, theta = (0, 1/1.25).
+    assert np.allclose(op.theta_star(), [0.0, 1 / 1.25], atol=1e-10)
+    assert op.eps() > 0
