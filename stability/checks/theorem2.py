@@ -1,0 +1,208 @@
+"""Checks of Theorem 2 (approximate stability at finite n) for the Gaussian family, eqs (13)-(14).
+
+Setting: p_data = N(0, Sigma_data) in R^2, theta = (mu, svec(Sigma^-1)), maximum-likelihood refits
+(eq 2) on the n real points (drawn once per run, Algorithm 1) plus floor(lam n) samples.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from stability import gaussian as G
+from stability.checks import Context, register
+from stability.linalg import inv_spd, random_spd, svec
+from stability.stats import binomial_interval
+
+GROUP = "theorem2"
+DELTA = 0.05
+LAM = 1.0
+D = 2
+RADIUS = 1.0  # the neighbourhood U of Assumption 3: ||theta - theta*|| <= RADIUS
+
+
+def _setting(ctx):
+    rng = ctx.rng("theorem2-setting")
+    cov = random_spd(D, 4.0, rng)
+    mean = np.array([0.3, -0.2])
+    theta_star = G.to_theta(mean, cov)
+    return mean, cov, theta_star
+
+
+def _theta(mu, cov):
+    return np.concatenate([mu, svec(inv_spd(cov))], axis=-1)
+
+
+def _ball(theta_star, radius, count, rng):
+    """Points of U = {||theta - theta*|| <= radius} with a positive definite precision block."""
+    out = []
+    while len(out) < count:
+        u = rng.standard_normal(theta_star.size)
+        cand = theta_star + radius * rng.uniform() ** (1 / u.size) * u / np.linalg.norm(u)
+        _, cov = G.from_theta(cand, D)
+        if np.linalg.eigvalsh(G.smat(cand[D:]))[0] > 0:
+            out.append(cand)
+    return np.array(out)
+
+
+@lru_cache(maxsize=4)
+def _constants(mode: str, seed: int) -> dict:
+    """Assumption 3's constants for the default setting, shared by both Theorem 2 checks."""
+    ctx = Context(mode=mode, seed=seed)
+    mean, cov, theta_star = _setting(ctx)
+    return estimate_assumption3(ctx, mean, cov, theta_star, LAM, RADIUS)
+
+
+def _bound(consts: dict, n: int, theta0_dist: np.ndarray, steps: int) -> np.ndarray:
+    """Right-hand side of eq (14) for t = 1..steps, shape (runs, steps); eps_OPT = 0."""
+    a, b, rho = consts["a"], consts["b"], consts["rho"]
+    ts = np.arange(1, steps + 1)
+    geo = np.array([sum(rho**k for k in range(t + 1)) for t in ts])
+    return a / math.sqrt(n) * np.sqrt(np.log(b * ts / DELTA)) * geo + rho**ts * theta0_dist[:, None]
+
+
+def estimate_assumption3(ctx, mean, cov, theta_star, lam, radius):
+    """Assumption 3's (a, b) and the contraction rho of G on U, from one-step deviations.
+
+    For theta in U and several n, the (1 - delta)-quantiles q(n, delta) of ||G^n(theta) -
+    G^inf(theta)|| over fresh samplings (real and synthetic) are fitted by
+    a sqrt(log(b/delta))/sqrt(n) (eps_OPT = 0: the refit is exact): for each b, a(b) is the
+    smallest a covering every (theta, n, delta); b minimises the radius at delta = DELTA.
+    """
+    rng = ctx.rng("theorem2-a3")
+    thetas = _ball(theta_star, radius, ctx.size(6, 12, 30), rng)
+    ns = (50, 200, 800)
+    deltas = (0.01, 0.05, 0.1, 0.2)
+    draws = ctx.size(400, 1500, 5000)
+    ratios = []  # rows of (q sqrt(n), delta)
+    for theta in thetas:
+        mu, sig = G.from_theta(theta, D)
+        ginf = G.to_theta(*G.g_inf(mu, sig, lam, mean, cov))
+        for n in ns:
+            real = mean + rng.standard_normal((draws, n, D)) @ np.linalg.cholesky(cov).T
+            m, s = G.g_n_batch(
+                np.repeat(mu[None], draws, 0), np.repeat(sig[None], draws, 0), lam, real, rng
+            )
+            dev = np.linalg.norm(_theta(m, s) - ginf, axis=1)
+            for delta in deltas:
+                ratios.append((float(np.quantile(dev, 1 - delta)) * math.sqrt(n), delta))
+    best = None
+    for b in (1.0, 2.0, math.e, 5.0, 10.0, 30.0, 100.0):
+        a = max(q / math.sqrt(math.log(b / dl)) for q, dl in ratios)
+        radius_at = a * math.sqrt(math.log(b / DELTA))
+        if best is None or radius_at < best[2]:
+            best = (a, b, radius_at)
+    # rho: Lipschitz constant of G^inf towards theta* over U (eq 109).
+    rho = 0.0
+    for theta in thetas:
+        mu, sig = G.from_theta(theta, D)
+        g = G.to_theta(*G.g_inf(mu, sig, lam, mean, cov))
+        rho = max(rho, float(np.linalg.norm(g - theta_star) / np.linalg.norm(theta - theta_star)))
+    return dict(
+        a=best[0], b=best[1], rho=rho, rho_at_theta_star=lam / (1 + lam), ns=ns, deltas=deltas
+    )
+
+
+def _trajectories(ctx, mean, cov, lam, n, runs, steps, rng):
+    """||theta_t^n - theta*|| for Algorithm 1 (real data fixed per run), shape (runs, steps+1)."""
+    theta_star = G.to_theta(mean, cov)
+    real = mean + rng.standard_normal((runs, n, D)) @ np.linalg.cholesky(cov).T
+    mu = real.mean(axis=1)
+    c = real - mu[:, None, :]
+    sig = np.einsum("rni,rnj->rij", c, c) / n
+    dists = [np.linalg.norm(_theta(mu, sig) - theta_star, axis=1)]
+    for _ in range(steps):
+        mu, sig = G.g_n_batch(mu, sig, lam, real, rng)
+        dists.append(np.linalg.norm(_theta(mu, sig) - theta_star, axis=1))
+    return np.stack(dists, axis=1)
+
+
+@register(
+    "theorem2-gaussian",
+    "With probability >= 1 - delta, ||theta_t^n - theta*|| <= (eps_OPT + a sqrt(log(b t/delta))"
+    "/sqrt(n)) sum_{l<=t} rho^l + rho^t ||theta_0 - theta*|| for all t (Gaussian family, lam = 1, "
+    "(a, b) of Assumption 3 estimated from one-step deviations)",
+    "Theorem 2, eq (14); Assumption 3, eq (13)",
+    GROUP,
+)
+def check_theorem2(ctx):
+    mean, cov, theta_star = _setting(ctx)
+    consts = _constants(ctx.mode, ctx.seed)
+    n = 200
+    runs = ctx.size(400, 2000, 10000)
+    steps = ctx.size(10, 30, 60)
+    dists = _trajectories(ctx, mean, cov, LAM, n, runs, steps, ctx.rng("theorem2-mc"))
+    bound = _bound(consts, n, dists[:, 0], steps)
+    inside = np.all(dists[:, 1:] <= bound, axis=1)
+    ci = binomial_interval(int(inside.sum()), runs, 0.99)
+    stays_in_u = float(np.mean(np.all(dists <= RADIUS, axis=1)))
+    fails = ci.hi < 1 - DELTA
+    return dict(
+        verdict="fails" if fails else "holds",
+        measured=ci.estimate,
+        expected=1 - DELTA,
+        interval=ci.as_list(),
+        summary=f"{inside.sum()}/{runs} runs stay within bound (14) for all t <= {steps} "
+        f"(required >= {1 - DELTA:.2f}); estimated a = {consts['a']:.3f}, b = {consts['b']:g}, "
+        f"rho = {consts['rho']:.3f} (lam/(1+lam) = {LAM / (1 + LAM):.3f}); runs staying in U: "
+        f"{stays_in_u:.3f}; median distance at T {np.median(dists[:, -1]):.3f} vs median bound "
+        f"{np.median(bound[:, -1]):.3f}",
+        details=dict(
+            n=n,
+            lam=LAM,
+            delta=DELTA,
+            runs=runs,
+            steps=steps,
+            radius_U=RADIUS,
+            **consts,
+            mean_final_distance=float(dists[:, -1].mean()),
+            bound_at_T_median=float(np.median(bound[:, -1])),
+            hypothesis_theta0_within_delta=float(np.mean(dists[:, 0] <= DELTA)),
+        ),
+        counterexample=None
+        if not fails
+        else dict(fraction_inside=ci.estimate, interval=ci.as_list()),
+    )
+
+
+@register(
+    "theorem2-fully-synthetic",
+    "Fully synthetic retraining (lam = inf) does not stay in the neighbourhood of theta*: the "
+    "fraction of runs that have left U = {||theta - theta*|| <= 1} tends to 1",
+    "Theorem 2 discussion; Proposition 1",
+    GROUP,
+)
+def check_fully_synthetic(ctx):
+    mean, cov, theta_star = _setting(ctx)
+    consts = _constants(ctx.mode, ctx.seed)
+    n = 50
+    runs = ctx.size(300, 1000, 4000)
+    steps = ctx.size(100, 300, 1000)
+    dists = _trajectories(ctx, mean, cov, math.inf, n, runs, steps, ctx.rng("theorem2-inf"))
+    finite = _trajectories(ctx, mean, cov, LAM, n, runs, steps, ctx.rng("theorem2-finite"))
+    bound = _bound(consts, n, dists[:, 0], steps)
+    bound_f = _bound(consts, n, finite[:, 0], steps)
+    escaped = np.any(dists[:, 1:] > bound, axis=1)
+    escaped_f = np.any(finite[:, 1:] > bound_f, axis=1)
+    left_u = float(np.mean(np.any(dists > RADIUS, axis=1)))
+    ci = binomial_interval(int(escaped.sum()), runs, 0.99)
+    ok = ci.lo > 1 - DELTA
+    return dict(
+        verdict="holds" if ok else "inconclusive",
+        measured=ci.estimate,
+        expected=1.0,
+        interval=ci.as_list(),
+        summary=f"n = {n}: with lam = inf {escaped.mean():.3f} of {runs} runs leave the region of "
+        f"bound (14) within {steps} steps ({left_u:.3f} leave U), with lam = 1 "
+        f"{escaped_f.mean():.3f}; median distance at T {np.median(dists[:, -1]):.3g} vs "
+        f"{np.median(finite[:, -1]):.3f}",
+        details=dict(
+            n=n,
+            runs=runs,
+            steps=steps,
+            fraction_left_U=left_u,
+            fraction_escaped_lam1=float(escaped_f.mean()),
+        ),
+    )

@@ -1,0 +1,353 @@
+"""The `stability` command line.
+
+Subcommands: check, alpha, jacobian, simulate. Bad usage prints one line on stderr and exits 2
+(DESIGN.md); a check that could not run makes `stability check` exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+
+class UsageError(Exception):
+    """Bad command-line usage: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line on stderr and exits 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_check(sub):
+    p = sub.add_parser("check", help="run the theory checks (Propositions 1-4, Theorems 1-2)")
+    p.add_argument("names", nargs="*", help="check names or groups (default: all)")
+    p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of every Monte-Carlo check")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode", const="quick")
+    mode.add_argument("--thorough", action="store_const", dest="mode", const="thorough")
+    p.set_defaults(mode="default", func=cmd_check)
+
+
+def _add_alpha(sub):
+    p = sub.add_parser("alpha", help="alpha(n) of Proposition 1 (and alpha_D(n))")
+    p.add_argument("n", type=str, help="number of samples per refit (>= 2)")
+    p.add_argument("--dim", type=str, default="1", help="dimension D (default 1)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo estimate (D > 3)")
+    p.set_defaults(func=cmd_alpha)
+
+
+def _add_jacobian(sub):
+    from stability.families import default_settings
+
+    names = [name for name, _, _ in default_settings()]
+    p = sub.add_parser(
+        "jacobian", help="Jacobian of G_lambda at theta* three ways, Theorem 1 bound"
+    )
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(names)}")
+    p.add_argument("--lam", required=True, nargs="+", help="lambda value(s) >= 0 (finite)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jacobian)
+
+
+def _add_simulate(sub):
+    p = sub.add_parser("simulate", help="Monte-Carlo retraining loops (gaussian, flow, diffusion)")
+    p.add_argument("what", help="gaussian | flow | diffusion")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_simulate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stability", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_check(sub)
+    _add_alpha(sub)
+    _add_jacobian(sub)
+    _add_simulate(sub)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt(x) -> str:
+    if isinstance(x, str):
+        return x
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    ax = abs(x)
+    if ax != 0 and (ax < 1e-3 or ax >= 1e5):
+        return f"{x:.3e}"
+    return f"{x:.5g}"
+
+
+def _table(rows: list[list[str]], headers: list[str], wrap: dict | None = None) -> str:
+    import textwrap
+
+    wrap = wrap or {}
+    cells = []
+    for row in rows:
+        cols = [
+            textwrap.wrap(str(c), wrap[i]) or [""] if i in wrap else [str(c)]
+            for i, c in enumerate(row)
+        ]
+        cells.append(cols)
+    widths = [
+        max([len(h)] + [max(len(line) for line in cols[i]) for cols in cells])
+        for i, h in enumerate(headers)
+    ]
+    out = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
+    for cols in cells:
+        height = max(len(c) for c in cols)
+        for k in range(height):
+            out.append(
+                "  ".join(
+                    (c[k] if k < len(c) else "").ljust(w) for c, w in zip(cols, widths)
+                ).rstrip()
+            )
+    return "\n".join(out)
+
+
+def cmd_check(args) -> int:
+    from stability.checks import all_checks, resolve, run_checks
+
+    if args.list:
+        specs = resolve(args.names) if args.names else all_checks()
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        dict(name=s.name, group=s.group, claim=s.claim, reference=s.reference)
+                        for s in specs
+                    ],
+                    indent=2,
+                )
+            )
+        else:
+            print(
+                _table(
+                    [[s.name, s.group, s.reference] for s in specs], ["name", "group", "reference"]
+                )
+            )
+        return 0
+    resolve(args.names)  # validate names before any work (ValueError -> exit 2)
+    results, all_ran = run_checks(
+        args.names, mode=args.mode, seed=args.seed, progress=sys.stderr.isatty() and not args.json
+    )
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        rows = [
+            [
+                r.name,
+                f"{r.reference}: {r.claim}",
+                _fmt(r.expected),
+                _fmt(r.measured),
+                r.verdict,
+                f"{r.seconds:.1f}",
+            ]
+            for r in results
+        ]
+        print(_table(rows, ["name", "claim", "expected", "measured", "verdict", "s"], wrap={1: 60}))
+        print()
+        for r in results:
+            print(f"[{r.verdict}] {r.name}: {r.summary}")
+        counts = {
+            v: sum(r.verdict == v for r in results) for v in ("holds", "fails", "inconclusive")
+        }
+        print(
+            f"\n{len(results)} checks: {counts['holds']} hold, {counts['fails']} fail, "
+            f"{counts['inconclusive']} inconclusive (mode {args.mode}, seed {args.seed})"
+        )
+    return 0 if all_ran else 1
+
+
+def cmd_alpha(args) -> int:
+    from stability import rates as A
+    from stability.errors import check_dim, check_n
+
+    try:
+        n = int(float(args.n)) if float(args.n) == int(float(args.n)) else float(args.n)
+    except ValueError:
+        raise ValueError(f"n must be an integer >= 2, got {args.n!r}") from None
+    try:
+        d = int(args.dim)
+    except ValueError:
+        raise ValueError(f"dim must be an integer >= 1, got {args.dim!r}") from None
+    check_n(n)
+    check_dim(d)
+    out = dict(n=n, dim=d, alpha=float(A.alpha(n)), one_minus_alpha=float(A.one_minus_alpha(n)))
+    if d > 1:
+        if n - 1 >= d and d <= 3 and n <= A.QUADRATURE_MAX_N:
+            out.update(alpha_d=float(A.alpha_d_quadrature(n, d)), alpha_d_method="quadrature")
+        elif n > A.QUADRATURE_MAX_N:
+            out.update(
+                alpha_d=float(A.alpha_d_asymptotic(n, d)),
+                alpha_d_method="asymptotic 1 - (d+1)/(8(n-1)), error O(n^-2)",
+            )
+        else:
+            import numpy as np
+
+            from stability.checks.prop1 import _sqrt_scatter_mc
+
+            runs = 200000 if d <= 10 else 20000
+            roots = _sqrt_scatter_mc(d, n, runs, np.random.default_rng(args.seed))
+            vals = np.trace(roots, axis1=1, axis2=2) / (d * math.sqrt(n - 1))
+            out.update(
+                alpha_d=float(vals.mean()),
+                alpha_d_se=float(vals.std(ddof=1) / math.sqrt(runs)),
+                alpha_d_method=f"monte-carlo ({runs} Wishart draws)",
+            )
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"alpha({n}) = {out['alpha']:.16g}   (1 - alpha = {out['one_minus_alpha']:.6e})")
+        if d > 1:
+            se = f" +- {out['alpha_d_se']:.1e}" if "alpha_d_se" in out else ""
+            print(f"alpha_{d}({n}) = {out['alpha_d']:.12g}{se}   [{out['alpha_d_method']}]")
+    return 0
+
+
+def cmd_jacobian(args) -> int:
+    import numpy as np
+
+    from stability.errors import check_lam
+    from stability.families import default_settings
+    from stability.operator import Operator
+
+    settings = {name: (fam, data) for name, fam, data in default_settings()}
+    if args.model not in settings:
+        raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(settings)}")
+    lams = [check_lam(v, allow_inf=False) for v in args.lam]
+    fam, data = settings[args.model]
+    op = Operator(fam, data, args.model)
+    rows = []
+    for lam in lams:
+        jfd = op.jacobian_fd(lam)
+        jim = op.jacobian_implicit(lam)
+        jh = op.jacobian_formula(lam, "hessian")
+        jm = op.jacobian_formula(lam, "mixed")
+        rows.append(
+            dict(
+                lam=lam,
+                norm_fd=float(np.linalg.norm(jfd, 2)),
+                norm_implicit=float(np.linalg.norm(jim, 2)),
+                norm_formula78_B_hessian=float(np.linalg.norm(jh, 2)),
+                norm_formula78_B_as_defined=float(np.linalg.norm(jm, 2)),
+                spectral_radius=float(np.max(np.abs(np.linalg.eigvals(jfd)))),
+                eigenvalues=sorted(np.linalg.eigvals(jfd).real.tolist()),
+                max_diff_implicit_vs_fd=float(np.abs(jim - jfd).max()),
+                max_diff_formula_vs_fd=float(np.abs(jh - jfd).max()),
+                theorem1_condition=bool(lam * (1 + op.lipschitz() * op.eps() / op.alpha()) < 0.5),
+                theorem1_bound=op.theorem1_bound(lam),
+                jacobian=jfd.tolist(),
+            )
+        )
+    out = dict(
+        model=args.model,
+        family=fam.describe(),
+        data=data.describe(),
+        theta_star=op.theta_star().tolist(),
+        alpha=op.alpha(),
+        L=op.lipschitz(),
+        eps=op.eps(),
+        lambda_max_theorem1=op.theorem1_lambda_max(),
+        lambda_max_spectral=op.spectral_lambda_max(),
+        rows=rows,
+    )
+    if args.json:
+        from stability.checks import _jsonable
+
+        print(json.dumps(_jsonable(out), indent=2))
+        return 0
+    print(f"model {args.model}: {out['family']}\n  data: {out['data']}")
+    print(
+        f"  theta* = {np.round(op.theta_star(), 6).tolist()}   alpha = {_fmt(out['alpha'])}   "
+        f"L = {_fmt(out['L'])}   eps = W1 = {_fmt(out['eps'])}"
+    )
+    print(
+        f"  Theorem 1 allows lambda < {_fmt(out['lambda_max_theorem1'])}; spectral radius < 1 for "
+        f"lambda < {_fmt(out['lambda_max_spectral'])}\n"
+    )
+    table = [
+        [
+            _fmt(r["lam"]),
+            _fmt(r["norm_fd"]),
+            _fmt(r["norm_implicit"]),
+            _fmt(r["norm_formula78_B_hessian"]),
+            _fmt(r["norm_formula78_B_as_defined"]),
+            _fmt(r["spectral_radius"]),
+            "yes" if r["theorem1_condition"] else "no",
+            _fmt(r["theorem1_bound"]),
+        ]
+        for r in rows
+    ]
+    print(
+        _table(
+            table,
+            [
+                "lambda",
+                "||J|| fd",
+                "implicit(76)",
+                "(78) B=H2''",
+                "(78) B as printed",
+                "rho(J)",
+                "condition",
+                "bound (11)",
+            ],
+        )
+    )
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    if args.what == "gaussian":
+        try:
+            from simulations.cli import main_gaussian
+        except ImportError as exc:
+            raise ValueError(f"the Gaussian simulator is not available: {exc}") from None
+        return main_gaussian(args.rest)
+    if args.what in ("flow", "diffusion"):
+        try:
+            from simulations.cli import main_twod
+        except ImportError as exc:
+            raise ValueError(
+                f"the 2D simulators need the torch extra (pip install '.[torch]'): {exc}"
+            ) from None
+        return main_twod(args.what, args.rest)
+    raise ValueError(f"unknown simulation {args.what!r}; choose gaussian, flow or diffusion")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except (UsageError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not msg.startswith("stability"):
+            msg = f"stability: error: {msg}"
+        print(msg, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stability: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
