@@ -19,7 +19,7 @@ from functools import cache
 import numpy as np
 
 from stability.errors import check_lam, check_spd
-from stability.linalg import duplication_matrix, inv_spd, smat, svec, svec_basis, sym
+from stability.linalg import duplication_matrix, inv_spd, smat, sqrtm_psd, svec, svec_basis, sym
 
 COORDS = ("full", "svec", "vech")
 
@@ -237,8 +237,7 @@ def g_n(
     lam = check_lam(lam)
     n, d = real.shape
     k = n if math.isinf(lam) else int(math.floor(lam * n))
-    chol = np.linalg.cholesky(cov)
-    synth = mu + rng.standard_normal((k, d)) @ chol.T
+    synth = mu + rng.standard_normal((k, d)) @ sqrtm_psd(cov)
     data = synth if math.isinf(lam) else np.concatenate([real, synth], axis=0)
     new_mu = data.mean(axis=0)
     centred = data - new_mu
@@ -384,8 +383,10 @@ def g_n_batch(
     lam = check_lam(lam)
     r, n, d = real.shape
     k = n if math.isinf(lam) else int(math.floor(lam * n))
-    chol = np.linalg.cholesky(cov)
-    synth = mu[:, None, :] + np.einsum("rkj,rij->rki", rng.standard_normal((r, k, d)), chol)
+    # A symmetric square root instead of Cholesky: fully synthetic runs collapse to numerically
+    # singular covariances, where Cholesky fails but x = mu + sqrt(Sigma) z is still defined.
+    root = sqrtm_psd(cov)
+    synth = mu[:, None, :] + np.einsum("rkj,rij->rki", rng.standard_normal((r, k, d)), root)
     data = synth if math.isinf(lam) else np.concatenate([real, synth], axis=1)
     new_mu = data.mean(axis=1)
     centred = data - new_mu[:, None, :]

@@ -32,7 +32,11 @@ def _setting(ctx):
 
 
 def _theta(mu, cov):
-    return np.concatenate([mu, svec(inv_spd(cov))], axis=-1)
+    # A collapsed (numerically singular) covariance has an infinite precision: theta is then
+    # infinitely far from theta*, which is what the distances below must report.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        theta = np.concatenate([mu, svec(inv_spd(cov))], axis=-1)
+    return np.where(np.isfinite(theta), theta, np.inf)
 
 
 def _ball(theta_star, radius, count, rng):

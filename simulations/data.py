@@ -1,0 +1,236 @@
+"""Real-data distributions of the simulators: Gaussian, two moons, 8 gaussians, or a .npy file.
+
+Generators follow the code the experiments of the paper were run with (re-implemented here with
+numpy generators, not copied):
+
+- ``moons`` (torchcfm ``sample_moons``, built on torchdyn ``generate_moons(n, noise=0.2)``):
+  n//2 points at equally spaced angles on the upper arc (cos a, sin a), the rest on the lower arc
+  (1 - cos a, 1/2 - sin a), a in [0, pi]; each point is shifted by u (1, 1) with
+  u ~ Uniform[0, 0.2) (the same shift on both coordinates), then mapped by x -> 3x - 1.
+- ``moons-ffjord`` (FFJORD ``toy_data``, scikit-learn ``make_moons(n, noise=0.1)``): the same
+  two arcs, isotropic Gaussian noise N(0, 0.1^2 I), then x -> 2x + (-1, -0.2), rows shuffled.
+- ``8gaussians`` (torchcfm ``sample_8gaussians``): centres 5 (cos k pi/4, sin k pi/4), a centre
+  chosen uniformly per point, plus N(0, sqrt(0.1) I) noise (torchcfm passes var = 0.1 through
+  sqrt as the covariance, so the noise standard deviation is 0.1^(1/4) = 0.562).
+- ``8gaussians-ffjord`` (FFJORD ``toy_data``): centres 4 (cos k pi/4, sin k pi/4), noise
+  N(0, 0.5^2 I), the sum divided by 1.414.
+- ``gaussian``: N(0, Sigma_data) in R^d; Sigma_data = I, or a random SPD matrix with condition
+  number ``cond`` (fixed eigenbasis from seed 0) for anisotropic experiments.
+
+The arcs of both moons use a deterministic grid of angles, as the originals do; only the noise
+(and the row order) is random. Population moments (the "data's Gaussian" used by the metrics) are
+exact: the arc moments are closed-form integrals over a uniform angle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stability.errors import check_dim, check_finite, check_n
+from stability.linalg import random_spd
+
+DATASETS = ("gaussian", "moons", "moons-ffjord", "8gaussians", "8gaussians-ffjord")
+TWO_D = ("moons", "moons-ffjord", "8gaussians", "8gaussians-ffjord")
+
+
+def _arcs(n: int) -> np.ndarray:
+    """The two noiseless moons (upper arc first), equally spaced angles, shape (n, 2)."""
+    n_out = n // 2
+    n_in = n - n_out
+    a_out = np.linspace(0, np.pi, n_out)
+    a_in = np.linspace(0, np.pi, n_in)
+    upper = np.stack([np.cos(a_out), np.sin(a_out)], axis=1)
+    lower = np.stack([1 - np.cos(a_in), 0.5 - np.sin(a_in)], axis=1)
+    return np.concatenate([upper, lower])
+
+
+def _arc_moments() -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the noiseless moons with a uniform angle (n -> inf)."""
+    # Upper arc: E cos = 0, E sin = 2/pi, E cos^2 = E sin^2 = 1/2, E cos sin = 0.
+    # Lower arc = (1, 1/2) - (cos, sin): mean (1, 1/2 - 2/pi), same second central moments.
+    e_sin = 2 / math.pi
+    m_up = np.array([0.0, e_sin])
+    m_lo = np.array([1.0, 0.5 - e_sin])
+    c_arc = np.diag([0.5, 0.5 - e_sin**2])  # covariance of (cos a, sin a), a ~ U[0, pi]
+    mean = 0.5 * (m_up + m_lo)
+    between = 0.25 * np.outer(m_up - m_lo, m_up - m_lo)
+    return mean, c_arc + between
+
+
+def sample_moons(n: int, rng: np.random.Generator) -> np.ndarray:
+    """torchcfm's two moons, shape (n, 2) (see the module docstring)."""
+    x = _arcs(n) + rng.random((n, 1)) * 0.2
+    return 3 * x - 1
+
+
+def sample_moons_ffjord(n: int, rng: np.random.Generator) -> np.ndarray:
+    """FFJORD's two moons, shape (n, 2) (see the module docstring)."""
+    x = _arcs(n) + 0.1 * rng.standard_normal((n, 2))
+    return (2 * x + np.array([-1.0, -0.2]))[rng.permutation(n)]
+
+
+_CENTRES = np.array([[math.cos(k * math.pi / 4), math.sin(k * math.pi / 4)] for k in range(8)])
+
+
+def sample_8gaussians(n: int, rng: np.random.Generator) -> np.ndarray:
+    """torchcfm's 8 gaussians, shape (n, 2) (see the module docstring)."""
+    centres = 5 * _CENTRES[rng.integers(0, 8, size=n)]
+    return centres + 0.1**0.25 * rng.standard_normal((n, 2))
+
+
+def sample_8gaussians_ffjord(n: int, rng: np.random.Generator) -> np.ndarray:
+    """FFJORD's 8 gaussians, shape (n, 2) (see the module docstring)."""
+    centres = 4 * _CENTRES[rng.integers(0, 8, size=n)]
+    return (centres + 0.5 * rng.standard_normal((n, 2))) / 1.414
+
+
+def population_moments(name: str, dim: int = 2, cond: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mean (d,) and covariance (d, d) of a named data distribution."""
+    if name == "gaussian":
+        return np.zeros(dim), gaussian_covariance(dim, cond)
+    if name == "moons":
+        m, c = _arc_moments()
+        noise_var = 0.2**2 / 12  # u ~ U[0, 0.2), added to both coordinates
+        return 3 * (m + 0.1) - 1, 9 * (c + noise_var * np.ones((2, 2)))
+    if name == "moons-ffjord":
+        m, c = _arc_moments()
+        return 2 * m + np.array([-1.0, -0.2]), 4 * (c + 0.01 * np.eye(2))
+    # Uniform over the 8 unit directions: E[c c^T] = I/2.
+    if name == "8gaussians":
+        return np.zeros(2), (25 * 0.5 + 0.1**0.5) * np.eye(2)
+    if name == "8gaussians-ffjord":
+        return np.zeros(2), (16 * 0.5 + 0.25) / 1.414**2 * np.eye(2)
+    raise ValueError(
+        f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} or a .npy file"
+    )
+
+
+def gaussian_covariance(dim: int, cond: float = 1.0) -> np.ndarray:
+    """Sigma_data of the 'gaussian' data: I, or random SPD with condition `cond` (seed 0)."""
+    if cond == 1.0:
+        return np.eye(dim)
+    return random_spd(dim, cond, np.random.default_rng(0))
+
+
+_SAMPLERS = {
+    "moons": sample_moons,
+    "moons-ffjord": sample_moons_ffjord,
+    "8gaussians": sample_8gaussians,
+    "8gaussians-ffjord": sample_8gaussians_ffjord,
+}
+
+
+@dataclass
+class DataSource:
+    """The real-data distribution of a simulation.
+
+    Parameters
+    ----------
+    name : a name of DATASETS, or the path of a .npy file of shape (N, d)
+    dim : dimension d
+    mean, cov : population moments, shapes (d,) and (d, d) (the data's Gaussian)
+    points : for a file, its rows, shape (N, d)
+    """
+
+    name: str
+    dim: int
+    mean: np.ndarray
+    cov: np.ndarray
+    cond: float = 1.0
+    points: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def is_gaussian(self) -> bool:
+        return self.name == "gaussian"
+
+    @property
+    def is_file(self) -> bool:
+        return self.points is not None
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n fresh points, shape (n, d) (a file is sampled without replacement)."""
+        if self.is_gaussian:
+            root = np.linalg.cholesky(self.cov)
+            return self.mean + rng.standard_normal((n, self.dim)) @ root.T
+        if self.is_file:
+            if n > len(self.points):
+                raise ValueError(f"asked for {n} points from a file of {len(self.points)} rows")
+            return self.points[rng.choice(len(self.points), size=n, replace=False)]
+        return _SAMPLERS[self.name](n, rng)
+
+    def sample_runs(self, runs: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """An independent data set of n points for each of `runs` runs, shape (runs, n, d).
+
+        A file with n equal to its number of rows is the same data set for every run.
+        """
+        if self.is_file and n == len(self.points):
+            return np.broadcast_to(self.points, (runs, n, self.dim)).copy()
+        if self.is_gaussian:
+            root = np.linalg.cholesky(self.cov)
+            return self.mean + rng.standard_normal((runs, n, self.dim)) @ root.T
+        return np.stack([self.sample(n, rng) for _ in range(runs)])
+
+    def describe(self) -> str:
+        if self.is_file:
+            return f"file {self.name} ({len(self.points)} x {self.dim})"
+        if self.is_gaussian:
+            return f"N(0, Sigma) in R^{self.dim}, cond(Sigma) = {self.cond:g}"
+        return self.name
+
+
+def load_points(path: str | Path, dim: int | None = None) -> np.ndarray:
+    """Read a .npy file of shape (N, d) with N >= 2 finite rows; checks d against `dim`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"data file {str(p)!r} does not exist")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as exc:  # any unreadable file is bad input
+        raise ValueError(f"cannot read {str(p)!r} as a .npy array: {exc}") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"data file must hold an array of shape (N, d), got shape {arr.shape}")
+    arr = check_finite(arr, f"data file {p.name}")
+    if arr.shape[0] < 2:
+        raise ValueError(f"data file must have at least 2 rows, got {arr.shape[0]}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"--dim {dim} does not match the data file's dimension {arr.shape[1]}")
+    return arr
+
+
+def make_source(name: str, dim: int | None = None, cond: float = 1.0) -> DataSource:
+    """A DataSource from a name of DATASETS or a .npy path; validates dim."""
+    if name.endswith(".npy") or Path(name).suffix == ".npy":
+        pts = load_points(name, dim)
+        mean = pts.mean(axis=0)
+        cov = np.atleast_2d(np.cov(pts.T, ddof=0))
+        if np.linalg.eigvalsh(cov)[0] <= 0:
+            raise ValueError("data file has a singular covariance (points on a subspace)")
+        return DataSource(name, pts.shape[1], mean, cov, points=pts)
+    if name in TWO_D:
+        if dim not in (None, 2):
+            raise ValueError(f"data set {name!r} is 2-dimensional, got --dim {dim}")
+        mean, cov = population_moments(name)
+        return DataSource(name, 2, mean, cov)
+    if name == "gaussian":
+        d = 2 if dim is None else dim
+        check_dim(d)
+        if not (cond >= 1.0 and math.isfinite(cond)):
+            raise ValueError(f"--data-cond must be a finite number >= 1, got {cond}")
+        mean, cov = population_moments(name, d, cond)
+        return DataSource(name, d, mean, cov, cond=cond)
+    raise ValueError(
+        f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} or a .npy file"
+    )
+
+
+def check_sizes(n: int, runs: int, iterations: int) -> None:
+    """Validate the common size options of the simulators (ValueError with one line)."""
+    check_n(n, "n")
+    check_n(runs, "runs", minimum=1)
+    check_n(iterations, "iterations", minimum=1)

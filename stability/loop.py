@@ -1,0 +1,219 @@
+"""Algorithm 1 (iterative retraining) and its data policies, written once for every model.
+
+A model plugs in through three methods (the protocol `Retrainable`):
+
+    fit(data)            fit, or fine-tune from the current parameters, on a data set
+    sample(k, rng)       k samples of the current model, in the same container as the data
+    state()              the current parameters (a dict of arrays), for metrics and checkpoints
+
+A data container (the protocol `DataSet`) knows its size, how to join another set and how to
+draw a uniform subsample. Containers may hold points (`PointSet`) or only what a model needs of
+them (the Gaussian simulator's sufficient statistics); models and containers may be batched over
+independent runs, the loop does not care.
+
+Policies (each builds the training set of iteration t >= 1; t = 0 is always the fit on the real
+data only, and the real data set is drawn once per run):
+
+- `mix` (Bertrand et al. 2024, Algorithm 1 / eq 2): all n real points plus floor(lam n) fresh
+  samples of the current model; lam = inf means fully synthetic: n model samples only
+  (the "replace" setting of Shumailov et al. 2023 and Alemohammad et al. 2023).
+- `accumulate` (Gerstgrasser et al. 2024, "Is model collapse inevitable?"): the real data plus
+  every synthetic batch generated so far, floor(lam n) new samples per iteration.
+- `accumulate-subsample` (Kazdan et al. 2024, "Collapse or thrive?"): the accumulated pool as
+  above, then a uniform subsample of fixed size (n by default).
+- `fresh` (Alemohammad et al. 2023, "fresh data loop"): n_fresh new real points each iteration
+  plus floor(lam n) samples of the current model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from stability.errors import check_lam, check_n
+
+POLICIES = ("mix", "accumulate", "accumulate-subsample", "fresh")
+
+
+@runtime_checkable
+class DataSet(Protocol):
+    """A data set (possibly batched over runs): size, union, uniform subsample."""
+
+    @property
+    def size(self) -> int: ...
+
+    def union(self, other: DataSet) -> DataSet: ...
+
+    def subsample(self, m: int, rng: np.random.Generator) -> DataSet: ...
+
+
+@runtime_checkable
+class Retrainable(Protocol):
+    """A generative model that Algorithm 1 can retrain."""
+
+    def fit(self, data: Any) -> None: ...
+
+    def sample(self, k: int, rng: np.random.Generator) -> Any: ...
+
+    def state(self) -> dict: ...
+
+
+@dataclass
+class PointSet:
+    """Points of R independent runs, shape (R, N, d) (R = 1 for a single run)."""
+
+    x: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[1])
+
+    def union(self, other: PointSet) -> PointSet:
+        return PointSet(np.concatenate([self.x, other.x], axis=1))
+
+    def subsample(self, m: int, rng: np.random.Generator) -> PointSet:
+        """Uniform subsample of m points without replacement, independently per run."""
+        r, n, _ = self.x.shape
+        if m > n:
+            raise ValueError(f"cannot subsample {m} points from {n}")
+        # argsort of uniforms gives an independent uniform permutation per run.
+        idx = np.argsort(rng.random((r, n)), axis=1)[:, :m]
+        return PointSet(np.take_along_axis(self.x, idx[:, :, None], axis=1))
+
+
+def synthetic_count(lam: float, n: int) -> int:
+    """floor(lam n), the number of synthetic samples of Algorithm 1 (n when lam = inf)."""
+    return n if math.isinf(lam) else int(math.floor(lam * n + 1e-9))
+
+
+@dataclass
+class Policy:
+    """How the training set of iteration t >= 1 is built (see the module docstring).
+
+    Parameters
+    ----------
+    name : one of POLICIES
+    lam : float >= 0, or inf for fully synthetic (`mix` only)
+    n_fresh : fresh real points per iteration (`fresh`; default n)
+    subsample_size : size of the training set (`accumulate-subsample`; default n)
+    """
+
+    name: str
+    lam: float
+    n_fresh: int | None = None
+    subsample_size: int | None = None
+
+    def __post_init__(self):
+        if self.name not in POLICIES:
+            raise ValueError(f"unknown policy {self.name!r}; choose one of {', '.join(POLICIES)}")
+        self.lam = check_lam(self.lam)
+        if math.isinf(self.lam) and self.name != "mix":
+            raise ValueError(
+                f"lambda = inf (fully synthetic) only makes sense for policy 'mix', not {self.name!r}"
+            )
+        if self.n_fresh is not None:
+            check_n(self.n_fresh, "n_fresh", minimum=1)
+        if self.subsample_size is not None:
+            check_n(self.subsample_size, "subsample_size", minimum=2)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}(lam={self.lam:g})"
+
+    def sizes(self, n: int, iterations: int) -> list[int]:
+        """Training-set size at t = 0..iterations (what `train_set` will build)."""
+        k = synthetic_count(self.lam, n)
+        out = [n]
+        for t in range(1, iterations + 1):
+            if self.name == "mix":
+                out.append(k if math.isinf(self.lam) else n + k)
+            elif self.name == "accumulate":
+                out.append(n + t * k)
+            elif self.name == "accumulate-subsample":
+                out.append(min(self.subsample_size or n, n + t * k))
+            else:
+                out.append((self.n_fresh or n) + k)
+        return out
+
+
+@dataclass
+class LoopState:
+    """What Algorithm 1 carries between iterations besides the model (for checkpoints)."""
+
+    t: int = 0
+    pool: Any = None  # accumulated data (accumulate policies)
+
+
+def train_set(
+    policy: Policy,
+    t: int,
+    real: Any,
+    model: Retrainable,
+    rng: np.random.Generator,
+    state: LoopState,
+    fresh_source: Callable[[int, np.random.Generator], Any] | None = None,
+):
+    """The training set of iteration t >= 1 under `policy` (updates state.pool)."""
+    n = real.size
+    k = synthetic_count(policy.lam, n)
+    if policy.name == "mix":
+        if math.isinf(policy.lam):
+            return model.sample(n, rng)
+        return real if k == 0 else real.union(model.sample(k, rng))
+    if policy.name in ("accumulate", "accumulate-subsample"):
+        if state.pool is None:
+            state.pool = real
+        if k > 0:
+            state.pool = state.pool.union(model.sample(k, rng))
+        if policy.name == "accumulate":
+            return state.pool
+        m = policy.subsample_size or n
+        return state.pool if state.pool.size <= m else state.pool.subsample(m, rng)
+    # fresh
+    if fresh_source is None:
+        raise ValueError("policy 'fresh' needs a source of fresh real data")
+    fresh = fresh_source(policy.n_fresh or n, rng)
+    return fresh if k == 0 else fresh.union(model.sample(k, rng))
+
+
+def retrain(
+    model: Retrainable,
+    real: Any,
+    policy: Policy,
+    iterations: int,
+    rng: np.random.Generator,
+    on_iteration: Callable[[int, Retrainable, Any], None] | None = None,
+    fresh_source: Callable[[int, np.random.Generator], Any] | None = None,
+    state: LoopState | None = None,
+) -> LoopState:
+    """Algorithm 1: fit on the real data (t = 0), then refit T times on the policy's data.
+
+    Parameters
+    ----------
+    model : a Retrainable (fit / sample / state)
+    real : the real data set D_real, drawn once (any DataSet container)
+    policy : the data policy
+    iterations : T, the number of retraining iterations
+    rng : randomness of the synthetic samples (and of fresh data / subsampling)
+    on_iteration : called as on_iteration(t, model, train_data) after each fit, t = 0..T
+        (metrics, checkpoints)
+    fresh_source : fresh_source(m, rng) -> m new real points (policy 'fresh')
+    state : a LoopState to resume from (model already restored at iteration state.t)
+    """
+    check_n(iterations, "iterations", minimum=0)
+    state = state or LoopState()
+    if state.t == 0:
+        model.fit(real)
+        if on_iteration is not None:
+            on_iteration(0, model, real)
+    for t in range(state.t + 1, iterations + 1):
+        data = train_set(policy, t, real, model, rng, state, fresh_source)
+        model.fit(data)
+        state.t = t
+        if on_iteration is not None:
+            on_iteration(t, model, data)
+    return state
