@@ -202,11 +202,12 @@ def retrain(
     on_iteration : called as on_iteration(t, model, train_data) after each fit, t = 0..T
         (metrics, checkpoints)
     fresh_source : fresh_source(m, rng) -> m new real points (policy 'fresh')
-    state : a LoopState to resume from (model already restored at iteration state.t)
+    state : a LoopState to resume from: iterations 0..state.t are done and the model is
+        restored at iteration state.t (None: start with the fit on the real data)
     """
     check_n(iterations, "iterations", minimum=0)
-    state = state or LoopState()
-    if state.t == 0:
+    if state is None:
+        state = LoopState()
         model.fit(real)
         if on_iteration is not None:
             on_iteration(0, model, real)

@@ -1,0 +1,300 @@
+"""Flow-matching and DDPM models in 2D, as batched ensembles plugged into Algorithm 1.
+
+Both follow the fit / sample / state protocol of ``stability.loop`` on ``PointSet`` data of
+shape (R, N, 2) (one data set per run). ``fit`` fine-tunes from the current weights and Adam
+state (the paper's setting) or, with ``from_scratch``, re-initialises them; every fit after the
+first sees the same number of samples (``steps`` optimisation steps of ``batch`` points),
+whatever the size of the training set, so that lambda values compare fairly (paper, section 5).
+
+- ``FlowModel``: conditional flow matching from N(0, I) (t = 0) to the data (t = 1) with the
+  matchers of torchcfm (``ExactOptimalTransportConditionalFlowMatcher``: OT-CFM, the paper's
+  choice; ``ConditionalFlowMatcher``: independent CFM; ``SchrodingerBridgeConditionalFlowMatcher``:
+  SB-CFM). The minibatch coupling is computed per run like torchcfm's OTPlanSampler (exact OT plan
+  of the squared Euclidean cost by POT's network simplex, then batch pairs drawn from the plan
+  with replacement), from the run's own random stream. Samples solve dx/dt = v(t, x) with
+  torchdiffeq (Euler with ``ode_steps`` steps, or dopri5).
+- ``DiffusionModel``: DDPM (Ho et al. 2020) with a linear beta schedule from 1e-4 to 0.02 rescaled
+  by 1000/T for T steps, an MLP noise predictor eps(x_t, t/T), the simple loss and ancestral
+  sampling with sigma_t^2 = beta_t.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from simulations.ensemble import EnsembleMLP, RunStreams, minibatch_indices
+from stability.loop import PointSet
+
+FLOW_MATCHERS = ("otcfm", "cfm", "sbcfm")
+SOLVERS = ("euler", "dopri5")
+_CHUNK = 32  # training steps whose random numbers are drawn at once (amortises per-run calls)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one fit: steps at t = 0 and at every later fit, batch, Adam, network."""
+
+    init_steps: int
+    steps: int
+    batch: int = 256
+    lr: float = 1e-3
+    width: int = 64
+    from_scratch: bool = False
+    threads: int = 2  # threads for the per-run OT plans (POT releases the GIL)
+
+
+class _EnsembleModel:
+    """Shared machinery: the network, Adam, the training streams, checkpoints."""
+
+    in_dim = 3
+    out_dim = 2
+
+    def __init__(self, runs: list[int], seed: int, train: TrainConfig, stream_key: tuple):
+        self.runs = list(runs)
+        self.train_cfg = train
+        self.net = EnsembleMLP(len(self.runs), self.in_dim, self.out_dim, train.width)
+        self.init_streams = RunStreams(seed, (*stream_key, 0), self.runs)
+        self.train_streams = RunStreams(seed, (*stream_key, 1), self.runs)
+        self.net.reset_parameters(self.init_streams)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=train.lr)
+        self.fits = 0
+        self.last_loss = np.full(len(self.runs), np.nan)
+
+    # ---- protocol -------------------------------------------------------------------------
+    def fit(self, data: PointSet) -> None:
+        if self.fits > 0 and self.train_cfg.from_scratch:
+            self.net.reset_parameters(self.init_streams)
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=self.train_cfg.lr)
+        steps = self.train_cfg.init_steps if self.fits == 0 else self.train_cfg.steps
+        x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32))
+        idx = torch.from_numpy(
+            minibatch_indices(self.train_streams, data.size, self.train_cfg.batch, steps)
+        )
+        run_index = torch.arange(len(self.runs))[:, None]
+        losses = []
+        for start in range(0, steps, _CHUNK):
+            chunk = idx[start : start + _CHUNK]
+            noise = self._draw_chunk(chunk.shape[0], chunk.shape[2])
+            for k in range(chunk.shape[0]):
+                batch = x[run_index, chunk[k]]
+                loss = self._loss(batch, {name: arr[:, k] for name, arr in noise.items()})
+                self.opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                self.opt.step()
+                losses.append(loss.detach())
+        if losses:
+            self.last_loss = torch.stack(losses[-min(len(losses), 50) :]).mean(0).numpy()
+        self.fits += 1
+
+    def state(self) -> dict:
+        # Deep copies: state_dict() returns the live tensors, and Adam's load_state_dict keeps
+        # the tensors it is given, so a shared state would be trained in place by its next user.
+        return {
+            "net": copy.deepcopy(self.net.state_dict()),
+            "opt": copy.deepcopy(self.opt.state_dict()),
+            "train_streams": self.train_streams.state(),
+            "init_streams": self.init_streams.state(),
+            "fits": self.fits,
+            "last_loss": torch.from_numpy(np.asarray(self.last_loss, dtype=np.float64)),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.train_cfg.lr)
+        self.opt.load_state_dict(copy.deepcopy(state["opt"]))
+        self.train_streams.set_state(state["train_streams"])
+        self.init_streams.set_state(state["init_streams"])
+        self.fits = int(state["fits"])
+        self.last_loss = state["last_loss"].numpy()
+
+    def params(self) -> torch.Tensor:
+        """Each run's parameters as one vector, shape (R, p)."""
+        return self.net.flat_params()
+
+    # ---- to implement ----------------------------------------------------------------------
+    def _draw_chunk(self, steps: int, batch: int) -> dict:
+        raise NotImplementedError
+
+    def _loss(self, x1: torch.Tensor, noise: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _torchcfm_matcher(name: str, sigma: float):
+    from torchcfm.conditional_flow_matching import (
+        ConditionalFlowMatcher,
+        ExactOptimalTransportConditionalFlowMatcher,
+        SchrodingerBridgeConditionalFlowMatcher,
+    )
+
+    if name == "otcfm":
+        return ExactOptimalTransportConditionalFlowMatcher(sigma=sigma)
+    if name == "cfm":
+        return ConditionalFlowMatcher(sigma=sigma)
+    if name == "sbcfm":
+        return SchrodingerBridgeConditionalFlowMatcher(sigma=sigma, ot_method="exact")
+    raise ValueError(f"unknown flow matcher {name!r}; choose one of {', '.join(FLOW_MATCHERS)}")
+
+
+def exact_ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Pairs (i, j) drawn with replacement from the exact OT plan between two minibatches.
+
+    As torchcfm's OTPlanSampler(method="exact"): plan = ot.emd(unif, unif, ||x0_i - x1_j||^2),
+    then batch cells drawn with probability plan_ij (here by inverse CDF over its non-zero cells
+    with the uniforms u, shape (B,)). x0, x1: shapes (B, d). Returns int array (2, B).
+    """
+    from simulations.otmetrics import emd_plan
+
+    plan = emd_plan(x0, x1)
+    rows, cols = np.nonzero(plan)
+    p = plan[rows, cols]
+    cdf = np.cumsum(p / p.sum())
+    pick = np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+    return np.stack([rows[pick], cols[pick]])
+
+
+class FlowModel(_EnsembleModel):
+    """Conditional flow matching (OT-CFM, CFM or SB-CFM) for R runs; see the module docstring."""
+
+    def __init__(
+        self,
+        runs,
+        seed,
+        train: TrainConfig,
+        matcher: str = "otcfm",
+        sigma: float = 0.1,
+        solver: str = "euler",
+        ode_steps: int = 100,
+        stream_key: tuple = (4,),
+    ):
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown ODE solver {solver!r}; choose euler or dopri5")
+        self.matcher_name = matcher
+        self.fm = _torchcfm_matcher(matcher, sigma)
+        self.solver = solver
+        self.ode_steps = ode_steps
+        super().__init__(runs, seed, train, stream_key)
+        self._pool = ThreadPoolExecutor(max(1, train.threads)) if matcher != "cfm" else None
+
+    def _draw_chunk(self, steps, batch):
+        s = self.train_streams
+        r = len(self.runs)
+        out = {
+            "x0": s.standard_normal((r, steps, batch, 2)),
+            "t": s.random((r, steps, batch)),
+            "eps": s.standard_normal((r, steps, batch, 2)),
+        }
+        if self.matcher_name != "cfm":
+            out["pair_u"] = s.random((r, steps, batch))
+        return out
+
+    def _couple(self, x0: np.ndarray, x1: np.ndarray, u: np.ndarray):
+        """Per-run exact-OT pairing of (R, B, 2) minibatches (threads: POT frees the GIL)."""
+        jobs = self._pool.map(lambda r: exact_ot_pairs(x0[r], x1[r], u[r]), range(x0.shape[0]))
+        pairs = list(jobs)
+        i = np.stack([p[0] for p in pairs])
+        j = np.stack([p[1] for p in pairs])
+        return np.take_along_axis(x0, i[:, :, None], 1), np.take_along_axis(x1, j[:, :, None], 1)
+
+    def _loss(self, x1, noise):
+        x0 = noise["x0"]
+        x1_np = x1.numpy()
+        if self.matcher_name != "cfm":
+            x0, x1_np = self._couple(x0, x1_np, noise["pair_u"])
+        r, b, d = x1_np.shape
+        x0 = torch.from_numpy(np.ascontiguousarray(x0, dtype=np.float32)).reshape(r * b, d)
+        x1f = torch.from_numpy(np.ascontiguousarray(x1_np, dtype=np.float32)).reshape(r * b, d)
+        t = torch.from_numpy(noise["t"].astype(np.float32)).reshape(r * b)
+        eps = torch.from_numpy(noise["eps"].astype(np.float32)).reshape(r * b, d)
+        # torchcfm's path and target: x_t = mu_t + sigma_t eps, u_t (its eqs, per matcher).
+        xt = self.fm.sample_xt(x0, x1f, t, eps)
+        ut = self.fm.compute_conditional_flow(x0, x1f, t, xt)
+        vt = self.net(torch.cat([xt, t[:, None]], dim=1).reshape(r, b, d + 1))
+        return ((vt - ut.reshape(r, b, d)) ** 2).mean(dim=(1, 2))
+
+    @torch.no_grad()
+    def sample(self, k: int, rng: RunStreams) -> PointSet:
+        """k samples per run: integrate dx/dt = v(t, x) from x ~ N(0, I) at t = 0 to t = 1."""
+        from torchdiffeq import odeint
+
+        r = len(self.runs)
+        x0 = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
+        if k == 0:
+            return PointSet(np.zeros((r, 0, 2)))
+
+        def velocity(t, x):
+            tt = torch.full((r, x.shape[1], 1), float(t), dtype=x.dtype)
+            return self.net(torch.cat([x, tt], dim=2))
+
+        span = torch.tensor([0.0, 1.0])
+        if self.solver == "euler":
+            sol = odeint(
+                velocity, x0, span, method="euler", options={"step_size": 1.0 / self.ode_steps}
+            )
+        else:
+            sol = odeint(velocity, x0, span, method="dopri5", rtol=1e-5, atol=1e-5)
+        return PointSet(sol[-1].double().numpy())
+
+
+class DiffusionModel(_EnsembleModel):
+    """DDPM in 2D for R runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        runs,
+        seed,
+        train: TrainConfig,
+        diffusion_steps: int = 100,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        stream_key: tuple = (5,),
+    ):
+        scale = 1000.0 / diffusion_steps
+        self.T = diffusion_steps
+        self.betas = torch.linspace(
+            beta_start * scale, beta_end * scale, diffusion_steps, dtype=torch.float64
+        )
+        if float(self.betas[-1]) >= 1:
+            raise ValueError(f"diffusion_steps = {diffusion_steps} is too small for this schedule")
+        self.alphas = 1 - self.betas
+        self.alpha_bar = torch.cumprod(self.alphas, 0)
+        super().__init__(runs, seed, train, stream_key)
+
+    def _draw_chunk(self, steps, batch):
+        s = self.train_streams
+        r = len(self.runs)
+        return {
+            "t": s.integers(self.T, (r, steps, batch)),
+            "eps": s.standard_normal((r, steps, batch, 2)),
+        }
+
+    def _loss(self, x0, noise):
+        t = torch.from_numpy(noise["t"])
+        eps = torch.from_numpy(noise["eps"].astype(np.float32))
+        ab = self.alpha_bar[t].float()[..., None]
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        tin = (t.float() / self.T)[..., None]
+        pred = self.net(torch.cat([xt, tin], dim=2))
+        return ((pred - eps) ** 2).mean(dim=(1, 2))
+
+    @torch.no_grad()
+    def sample(self, k: int, rng: RunStreams) -> PointSet:
+        """Ancestral sampling x_T ~ N(0, I) -> x_0 with sigma_t^2 = beta_t (Ho et al. 2020)."""
+        r = len(self.runs)
+        if k == 0:
+            return PointSet(np.zeros((r, 0, 2)))
+        x = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
+        for t in range(self.T - 1, -1, -1):
+            tin = torch.full((r, k, 1), t / self.T)
+            eps = self.net(torch.cat([x, tin], dim=2))
+            beta, alpha, ab = float(self.betas[t]), float(self.alphas[t]), float(self.alpha_bar[t])
+            x = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
+            if t > 0:
+                z = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
+                x = x + math.sqrt(beta) * z
+        return PointSet(x.double().numpy())
