@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -150,9 +151,10 @@ def check_alpha_bounds(ctx):
 
 @register(
     "prop1-1d-montecarlo",
-    "1D Gaussian refit on n own samples (eqs 15-16, unbiased variance): E[sigma_t] = "
-    "alpha(n)^t sigma_0 and E[sigma_t^2] = sigma_0^2",
-    "Lemma A.1 (iii), eq (19)",
+    "1D Gaussian refit on n own samples (eqs 15-16, unbiased variance): sigma_{t+1}/sigma_t are "
+    "i.i.d. chi_{n-1}/sqrt(n-1) with mean alpha(n) (eq 18), hence E[sigma_t] = alpha(n)^t sigma_0, "
+    "while E[sigma_t^2] = sigma_0^2",
+    "Lemma A.1 (ii)-(iii), eqs (18)-(19)",
     GROUP,
 )
 def check_prop1_1d(ctx):
@@ -160,21 +162,42 @@ def check_prop1_1d(ctx):
     ns = (3, 10, 50)
     ts = (1, 2, 5, 10)
     sigma0, mu0 = 1.3, 0.5
-    comparisons = 2 * len(ns) * len(ts)
+    # sigma_t is a product of t i.i.d. factors: for small n its distribution is too heavy-tailed
+    # for a CLT interval on E[sigma_t^2] (and, less so, E[sigma_t]). The one-step ratios are
+    # i.i.d. with light tails, so they carry the test for every n; the moments of sigma_t
+    # themselves are tested where n >= 10 (at n = 10, t = 10: 1 miss in 2000 replications at the
+    # Bonferroni level 2.5e-4, against 7.75% at the 1% level for n = 3).
+    direct_ns = [n for n in ns if n >= 10]
+    comparisons = 2 * len(ns) * len(ts) + 2 * len(direct_ns) * len(ts)
     rows, rejected = [], []
     for i, n in enumerate(ns):
         rng = ctx.rng("prop1-1d", i)
         mu = np.full(runs, mu0)
         sig = np.full(runs, sigma0)
+        a = float(A.alpha(n))
         for t in range(1, max(ts) + 1):
+            prev = sig
             mu, sig = _refit_1d(mu, sig, n, rng)
-            if t in ts:
-                expected = A.alpha(n) ** t * sigma0
+            if t not in ts:
+                continue
+            ratio = sig / prev
+            ci_r = mean_interval(ratio, 0.99, comparisons)
+            ci_r2 = mean_interval(ratio**2, 0.99, comparisons)
+            row = dict(
+                n=n,
+                t=t,
+                ratio_mean=ci_r.estimate,
+                ratio_ci=ci_r.as_list(),
+                alpha=a,
+                ratio2_mean=ci_r2.estimate,
+                ratio2_ci=ci_r2.as_list(),
+            )
+            ok = ci_r.contains(a) and ci_r2.contains(1.0)
+            if n in direct_ns:
+                expected = a**t * sigma0
                 ci = mean_interval(sig, 0.99, comparisons)
                 ci2 = mean_interval(sig**2, 0.99, comparisons)
-                row = dict(
-                    n=n,
-                    t=t,
+                row.update(
                     expected=expected,
                     mean=ci.estimate,
                     ci=ci.as_list(),
@@ -182,9 +205,10 @@ def check_prop1_1d(ctx):
                     var_mean=ci2.estimate,
                     var_ci=ci2.as_list(),
                 )
-                rows.append(row)
-                if not ci.contains(expected) or not ci2.contains(sigma0**2):
-                    rejected.append(row)
+                ok &= ci.contains(expected) and ci2.contains(sigma0**2)
+            rows.append(row)
+            if not ok:
+                rejected.append(row)
     head = next(r for r in rows if r["n"] == 10 and r["t"] == 10)
     return dict(
         verdict="fails" if rejected else "holds",
@@ -192,7 +216,8 @@ def check_prop1_1d(ctx):
         expected=head["expected"],
         interval=head["ci"],
         summary=f"{len(rows)} (n, t) cases, {runs} runs each, 99% family-wise intervals; "
-        f"n=10, t=10: E[sigma_t] = {head['mean']:.4f} vs alpha^t sigma_0 = {head['expected']:.4f}",
+        f"n=10, t=10: E[sigma_t] = {head['mean']:.4f} vs alpha^t sigma_0 = {head['expected']:.4f}; "
+        f"one-step ratios have mean alpha(n) and second moment 1 for n in {list(ns)}",
         details=dict(runs=runs, sigma0=sigma0, rows=rows),
         counterexample=rejected[0] if rejected else None,
     )
@@ -312,7 +337,7 @@ def check_lemma_a2_iii(ctx):
         )
         rows.append(row)
         mass_ok = math.isnan(mass) or abs(mass - 1) < 1e-6
-        if not (ci.contains(quad) and quad < 1 and mass_ok and eig.hi >= 0):
+        if not (ci.contains(quad) and quad < A.alpha(n) < 1 and mass_ok and eig.hi >= 0):
             bad.append(row)
     head = rows[1]
     return dict(
@@ -412,7 +437,9 @@ def check_lemma_a2_iv(ctx):
             root = sqrtm_psd(cov)
             if t in steps:
                 eig, v = min_eig_interval(alpha_d * root_prev - root, 0.99, comparisons)
-                c_hat = _step_constant(root_prev, root)
+                # E[sqrt Sigma_t] (estimated) plays Sigma_0^1/2: its own noise is not in the interval.
+                m_prev = root_prev.mean(axis=0)
+                c_ci, c_hat = _constant_interval(m_prev @ m_prev, root, comparisons)
                 row = dict(
                     d=d,
                     n=n,
@@ -424,19 +451,13 @@ def check_lemma_a2_iv(ctx):
                     min_eig_ci=eig.as_list(),
                     direction=v,
                     smallest_constant=c_hat,
+                    smallest_constant_ci=c_ci,
                 )
                 rows.append(row)
                 if eig.hi < 0 and (worst is None or eig.hi < worst["min_eig_ci"][1]):
                     worst = dict(row, Sigma_0=sigma0)
             root_prev = root
     return _loewner_verdict(rows, worst, "E[sqrt Sigma_{t+1}] <= alpha_d E[sqrt Sigma_t]")
-
-
-def _step_constant(root_prev, root):
-    """Smallest c with E[root] <= c E[root_prev], from the Monte-Carlo means."""
-    m_prev = root_prev.mean(axis=0)
-    m = root.mean(axis=0)
-    return _smallest_constant(m_prev @ m_prev, m)
 
 
 def _alpha_d(n, d, ctx):
@@ -447,16 +468,29 @@ def _alpha_d(n, d, ctx):
     return float(np.trace(roots, axis1=1, axis2=2).mean() / (d * math.sqrt(n - 1)))
 
 
+def _constant_interval(sigma0, roots, comparisons, t=1):
+    """Interval for the smallest c with E[sqrt Sigma_t] <= c^t sqrt(Sigma_0), roots (R, d, d).
+
+    c^t = lambda_max(E[Y]) with Y = Sigma_0^-1/4 sqrt(Sigma_t) Sigma_0^-1/4; lambda_max(E Y) =
+    -lambda_min(E[-Y]), so the split-sample and Weyl bounds of min_eig_interval apply (the plain
+    plug-in estimate is biased upwards by the noise of the Monte-Carlo mean).
+    """
+    q = sqrtm_psd(sigma0, -0.25)
+    y = sym(q @ roots @ q)
+    eig, _ = min_eig_interval(-y, 0.99, comparisons)
+    lo, hi = max(-eig.hi, 1e-300), max(-eig.lo, 1e-300)
+    return [lo ** (1.0 / t), hi ** (1.0 / t)], max(-eig.estimate, 1e-300) ** (1.0 / t)
+
+
 def _loewner_verdict(rows, worst, what):
     fails = worst is not None
     iso = [r for r in rows if r["cond"] == 1.0]
-    constants = [r["smallest_constant"] for r in rows]
     summary = (
         f"{what}: fails for anisotropic Sigma_0 (d={worst['d']}, n={worst['n']}, "
         f"cond={worst['cond']:.0e}, t={worst['t']}): lambda_min interval "
-        f"[{worst['min_eig_ci'][0]:.4f}, {worst['min_eig_ci'][1]:.4f}] < 0; smallest constant "
-        f"that holds {worst['smallest_constant']:.4f} vs alpha_d = {worst['alpha_d']:.4f} "
-        f"(1D alpha(n) = {worst['alpha_1d']:.4f})"
+        f"[{worst['min_eig_ci'][0]:.4f}, {worst['min_eig_ci'][1]:.4f}] < 0; the smallest rate that "
+        f"holds there is in [{worst['smallest_constant_ci'][0]:.4f}, {worst['smallest_constant_ci'][1]:.4f}]"
+        f" vs alpha_d = {worst['alpha_d']:.4f} (1D alpha(n) = {worst['alpha_1d']:.4f})"
         if fails
         else f"{what}: every lambda_min interval reaches >= 0 ({len(rows)} cases)"
     )
@@ -470,51 +504,107 @@ def _loewner_verdict(rows, worst, what):
         details=dict(
             rows=rows,
             isotropic_holds=all(r["min_eig_ci"][1] >= 0 for r in iso),
-            max_smallest_constant=max(constants),
+            largest_rate_upper=max(r["smallest_constant_ci"][1] for r in rows),
         ),
         counterexample=worst,
     )
 
 
+_TS = (1, 3, 10)
+
+
+@lru_cache(maxsize=2)
+def _multivariate_runs(mode: str, seed: int):
+    """Square roots of Sigma_t (t in _TS) for each Loewner case; shared by the checks of eq (6)."""
+    from stability.checks import Context
+
+    ctx = Context(mode=mode, seed=seed)
+    runs = ctx.size(4000, 20000, 60000)
+    out = []
+    for i, (d, n, cond) in enumerate(_loewner_cases(ctx)):
+        rng = ctx.rng("prop1-multivariate", i)
+        sigma0 = random_spd(d, cond, rng) if cond > 1 else 2.0 * np.eye(d)
+        mu = np.zeros((runs, d))
+        cov = np.broadcast_to(sigma0, (runs, d, d)).copy()
+        roots = {}
+        for t in range(1, max(_TS) + 1):
+            mu, cov, _, _ = _refit(mu, cov, n, rng)
+            if t in _TS:
+                roots[t] = sqrtm_psd(cov)
+        out.append(((d, n, cond), sigma0, roots, _alpha_d(n, d, ctx)))
+    return out
+
+
+def _eq6_rows(ctx, rate: str):
+    cases = _multivariate_runs(ctx.mode, ctx.seed)
+    comparisons = 2 * len(cases) * len(_TS)
+    rows, worst = [], None
+    for (d, n, cond), sigma0, roots, alpha_d in cases:
+        alpha = alpha_d if rate == "alpha_d" else float(A.alpha(n))
+        root0 = sqrtm_psd(sigma0)
+        for t in _TS:
+            eig, v = min_eig_interval(alpha**t * root0[None] - roots[t], 0.99, comparisons)
+            c_ci, c_hat = _constant_interval(sigma0, roots[t], comparisons, t)
+            row = dict(
+                d=d,
+                n=n,
+                cond=cond,
+                t=t,
+                alpha=alpha,
+                alpha_d=alpha_d,
+                alpha_1d=float(A.alpha(n)),
+                min_eig=eig.estimate,
+                min_eig_ci=eig.as_list(),
+                direction=v,
+                smallest_constant=c_hat,
+                smallest_constant_ci=c_ci,
+            )
+            if rate == "alpha_1":
+                # The proof's premise: in Sigma_0's eigenbasis E[sqrt Sigma_t] is diagonal.
+                _, basis = np.linalg.eigh(sigma0)
+                rotated = np.swapaxes(basis, 0, 1)[None] @ roots[t] @ basis[None]
+                off = [
+                    mean_interval(rotated[:, a, b], 0.99, comparisons * d * d).contains(0.0)
+                    for a in range(d)
+                    for b in range(a + 1, d)
+                ]
+                row["diagonal_in_eigenbasis"] = bool(all(off))
+            rows.append(row)
+            if eig.hi < 0 and (worst is None or eig.hi < worst["min_eig_ci"][1]):
+                worst = dict(row, Sigma_0=sigma0)
+    return rows, worst
+
+
 @register(
     "prop1-multivariate",
     "Refit only on own samples (eqs 4-5): E[sqrt(Sigma_t)] <= alpha^t sqrt(Sigma_0) in Loewner "
-    "order for all Sigma_0, alpha = alpha_d(n) < 1 (t = 1, 3, 10)",
-    "Proposition 1, eq (6)",
+    "order for all Sigma_0 with alpha = alpha_d(n) of Lemma A.2, the rate the proof constructs "
+    "(t = 1, 3, 10)",
+    "Proposition 1, eq (6), with Lemma A.2 (iii)-(iv)",
     GROUP,
 )
 def check_prop1_multivariate(ctx):
-    runs = ctx.size(4000, 20000, 60000)
-    cases = _loewner_cases(ctx)
-    ts = (1, 3, 10)
-    comparisons = len(cases) * len(ts)
-    rows, worst = [], None
-    for i, (d, n, cond) in enumerate(cases):
-        rng = ctx.rng("prop1-multivariate", i)
-        alpha_d = _alpha_d(n, d, ctx)
-        sigma0 = random_spd(d, cond, rng) if cond > 1 else 2.0 * np.eye(d)
-        root0 = sqrtm_psd(sigma0)
-        mu = np.zeros((runs, d))
-        cov = np.broadcast_to(sigma0, (runs, d, d)).copy()
-        for t in range(1, max(ts) + 1):
-            mu, cov, _, _ = _refit(mu, cov, n, rng)
-            if t in ts:
-                root = sqrtm_psd(cov)
-                eig, v = min_eig_interval(alpha_d**t * root0[None] - root, 0.99, comparisons)
-                c_t = _smallest_constant(sigma0, root.mean(axis=0))
-                row = dict(
-                    d=d,
-                    n=n,
-                    cond=cond,
-                    t=t,
-                    alpha_d=alpha_d,
-                    alpha_1d=float(A.alpha(n)),
-                    min_eig=eig.estimate,
-                    min_eig_ci=eig.as_list(),
-                    direction=v,
-                    smallest_constant=c_t ** (1.0 / t),
-                )
-                rows.append(row)
-                if eig.hi < 0 and (worst is None or eig.hi < worst["min_eig_ci"][1]):
-                    worst = dict(row, Sigma_0=sigma0)
+    rows, worst = _eq6_rows(ctx, "alpha_d")
     return _loewner_verdict(rows, worst, "E[sqrt Sigma_t] <= alpha_d^t sqrt Sigma_0")
+
+
+@register(
+    "prop1-multivariate-alpha1",
+    "E[sqrt(Sigma_t)] <= alpha(n)^t sqrt(Sigma_0) for all Sigma_0 with the 1D rate alpha(n) < 1, "
+    "so eq (6)'s 'there exists alpha < 1' holds. Proof: the process is invariant under sign flips "
+    "of Sigma_0's eigenvectors, so E[sqrt Sigma_t] is diagonal in that basis; (sqrt A)_ii <= "
+    "sqrt(A_ii) for A >= 0; and (Sigma_t)_ii follows the 1D chain of eq (17)",
+    "Proposition 1, eq (6)",
+    GROUP,
+)
+def check_prop1_multivariate_alpha1(ctx):
+    rows, worst = _eq6_rows(ctx, "alpha_1")
+    out = _loewner_verdict(rows, worst, "E[sqrt Sigma_t] <= alpha(n)^t sqrt Sigma_0")
+    diag = all(r["diagonal_in_eigenbasis"] for r in rows)
+    out["summary"] += (
+        "; the smallest rates that hold are at most "
+        f"{out['details']['largest_rate_upper']:.4f} (upper 99% bound) and E[sqrt Sigma_t] is "
+        f"{'diagonal' if diag else 'NOT diagonal'} in Sigma_0's eigenbasis within its intervals"
+    )
+    out["details"]["diagonal_in_eigenbasis"] = diag
+    return out
