@@ -20,6 +20,7 @@ import numpy as np
 
 from stability.errors import check_lam, check_spd
 from stability.linalg import duplication_matrix, inv_spd, smat, sqrtm_psd, svec, svec_basis, sym
+from stability.loop import synthetic_count
 
 COORDS = ("full", "svec", "vech")
 
@@ -236,7 +237,7 @@ def g_n(
     """
     lam = check_lam(lam)
     n, d = real.shape
-    k = n if math.isinf(lam) else int(math.floor(lam * n))
+    k = synthetic_count(lam, n)
     synth = mu + rng.standard_normal((k, d)) @ sqrtm_psd(cov)
     data = synth if math.isinf(lam) else np.concatenate([real, synth], axis=0)
     new_mu = data.mean(axis=0)
@@ -382,7 +383,7 @@ def g_n_batch(
     """
     lam = check_lam(lam)
     r, n, d = real.shape
-    k = n if math.isinf(lam) else int(math.floor(lam * n))
+    k = synthetic_count(lam, n)
     # A symmetric square root instead of Cholesky: fully synthetic runs collapse to numerically
     # singular covariances, where Cholesky fails but x = mu + sqrt(Sigma) z is still defined.
     root = sqrtm_psd(cov)

@@ -16,6 +16,7 @@ import numpy as np
 
 from stability.errors import check_lam
 from stability.families import w1_1d
+from stability.loop import synthetic_count
 
 
 class NotConverged(RuntimeError):
@@ -113,7 +114,7 @@ class Operator:
         """One finite-sample step G_lambda^n(theta) (eq 2): real (n, dim) plus floor(lam n) samples."""
         lam = check_lam(lam)
         n = real.shape[0]
-        k = n if math.isinf(lam) else int(math.floor(lam * n))
+        k = synthetic_count(lam, n)
         synth = self.family.sample(rng, k, theta)
         x = synth if math.isinf(lam) else np.concatenate([real, synth])
         return maximise(self.family, theta, x, np.ones(len(x)), tol=1e-10)
