@@ -61,9 +61,6 @@ def gaussian_parser() -> argparse.ArgumentParser:
         default=None,
         help="training set size (accumulate-subsample; default n)",
     )
-    p.add_argument(
-        "--block-size", type=int, default=1000, help="runs per block (fixes the random streams)"
-    )
     p.add_argument("--workers", type=int, default=1, help="processes (results do not depend on it)")
     p.add_argument("--keep-blocks", action="store_true", help="keep per-run metrics in DIR/blocks/")
     p.add_argument("--out", required=True, help="run folder")
@@ -90,7 +87,6 @@ def main_gaussian(argv: list[str]) -> int:
         n_fresh=args.n_fresh,
         subsample_size=args.subsample_size,
         data_cond=args.data_cond,
-        block_size=args.block_size,
     )
     result = run_gaussian_simulation(
         cfg,

@@ -1,6 +1,8 @@
 """`stability simulate gaussian`: Monte-Carlo of Algorithm 1 with a Gaussian model, in a run folder.
 
-Runs are simulated in blocks of `block_size` runs. Block b of a lambda value draws its real data
+Runs are simulated in blocks of `block_size` runs (1000; fixed on the command line, since the
+numbers depend on it: the same seed, runs and block size give the same numbers). Block b of a
+lambda value draws its real data
 from the stream SeedSequence(seed, spawn_key=(0, b)) -- the same real data for every lambda, as
 Algorithm 1 draws D_real once -- and its synthetic data from SeedSequence(seed, spawn_key=(1,
 key(policy, lambda), b)). Results therefore do not depend on the number of workers, on how the
@@ -134,7 +136,7 @@ def _lam_key(policy: str, lam: float) -> int:
 def simulate_block(
     cfg: GaussianSimConfig, lam: float, block: int, source: DataSource | None = None
 ) -> dict:
-    """Metrics of the runs of one block for one lambda: dict metric -> float32 array (B, T+1)."""
+    """Metrics of the runs of one block for one lambda: dict metric -> array (B, T+1)."""
     source = source or cfg._source or make_source(cfg.data, cfg.dim, cfg.data_cond)
     policy = Policy(cfg.policy, lam, cfg.n_fresh, cfg.subsample_size)
     b = min(cfg.block_size, cfg.runs - block * cfg.block_size)
@@ -155,15 +157,13 @@ def simulate_block(
 
     model = GaussianModel(cfg.engine, ESTIMATORS[cfg.estimator])
     metrics = Metrics(source.mean, source.cov)
-    # (T+1, B) while recording: each iteration writes one contiguous row. float32 is what the
-    # run folder stores, and halves the memory traffic of large blocks.
-    rows = {m: np.empty((cfg.iterations + 1, b), dtype=np.float32) for m in METRICS}
+    # (T+1, B) while recording: each iteration writes one contiguous row. float64: collapsing
+    # runs reach precisions far beyond float32's range.
+    rows = {m: np.empty((cfg.iterations + 1, b)) for m in METRICS}
 
     def record(t, model, data):
-        # A collapsed covariance gives precisions beyond float32: they are stored as inf.
-        with np.errstate(over="ignore"):
-            for name, values in metrics(model.mu, model.cov).items():
-                rows[name][t] = values
+        for name, values in metrics(model.mu, model.cov).items():
+            rows[name][t] = values
 
     retrain(model, real, policy, cfg.iterations, rng, on_iteration=record, fresh_source=fresh)
     return {m: v.T for m, v in rows.items()}
@@ -176,7 +176,7 @@ def _block_path(folder: RunFolder, li: int, block: int) -> Path:
 def _run_task(args):
     cfg, li, lam, block, path = args
     values = simulate_block(cfg, lam, block)
-    # Summaries are computed from these stored float32 values, so the numbers do not depend on
+    # Summaries are always computed from the stored blocks, so the numbers do not depend on
     # whether a block was computed now or read back after a crash.
     atomic_save_npz(path, **values)
     return li, block
@@ -236,7 +236,7 @@ def run_gaussian_simulation(
             for metric in METRICS:
                 vals = np.concatenate(
                     [np.load(_block_path(folder, li, b))[metric] for b in range(cfg.blocks)]
-                ).astype(np.float64)
+                )
                 rows.extend(summary_rows(cfg.policy, lam, metric, vals))
         write_summary(summary_path, rows)
         if not keep_blocks:

@@ -131,19 +131,21 @@ class RunFolder:
 def summarize(values: np.ndarray) -> dict:
     """Mean, standard error and 5/50/95% quantiles over runs of an array of shape (R, T+1).
 
-    Non-finite values (a collapsed covariance has log det = -inf) count in the quantiles; the
-    mean and standard error are then those of the finite values, with `runs` their number.
+    Infinite values (a collapsed covariance has log det = -inf and an infinite precision) are
+    kept: the mean is then infinite too, rather than the mean of the finite runs, which would
+    be biased towards the runs that have not collapsed yet. `runs` counts all runs.
     """
     out = {k: [] for k in ("runs", "mean", "se", "q05", "q50", "q95")}
-    qs = np.quantile(values, [0.05, 0.5, 0.95], axis=0, method="linear")
-    for t in range(values.shape[1]):
-        col = values[:, t]
-        fin = col[np.isfinite(col)]
-        out["runs"].append(int(fin.size))
-        out["mean"].append(float(fin.mean()) if fin.size else float("nan"))
-        out["se"].append(
-            float(fin.std(ddof=1) / math.sqrt(fin.size)) if fin.size > 1 else float("nan")
+    with np.errstate(invalid="ignore", over="ignore"):
+        qs = np.quantile(values, [0.05, 0.5, 0.95], axis=0, method="linear")
+        means = values.mean(axis=0)
+        ses = (
+            values.std(axis=0, ddof=1) / math.sqrt(values.shape[0]) if values.shape[0] > 1 else None
         )
+    for t in range(values.shape[1]):
+        out["runs"].append(int(values.shape[0]))
+        out["mean"].append(float(means[t]))
+        out["se"].append(float(ses[t]) if ses is not None else float("nan"))
         for key, q in zip(("q05", "q50", "q95"), qs[:, t]):
             out[key].append(float(q))
     return out

@@ -216,6 +216,44 @@ def test_seed_changes_the_numbers(tiny_flow, tmp_path):
     assert (tmp_path / "s" / "summary.csv").read_bytes() != (reference / "summary.csv").read_bytes()
 
 
+def test_diffusion_resume_with_an_accumulating_pool(tmp_path, monkeypatch):
+    # The pool of accumulated synthetic data and the fresh-data streams are part of the
+    # checkpoint: a crash in the middle of a lambda resumes to the uninterrupted numbers.
+    kw = dict(
+        model="diffusion",
+        data="8gaussians",
+        policy="accumulate",
+        **{**TINY, "lams": (0.5, 1.0), "iterations": 3},
+    )
+    tw.TwoDSimulation(tw.TwoDConfig(**kw), tmp_path / "ref").run()
+    calls = {"n": 0}
+    real_save = tw._save
+
+    def crashing(path, obj):
+        calls["n"] += 1
+        if calls["n"] == 3:  # t0, then lam0 t1, then crash at lam0 t2
+            raise KeyboardInterrupt
+        return real_save(path, obj)
+
+    monkeypatch.setattr(tw, "_save", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        tw.TwoDSimulation(tw.TwoDConfig(**kw), tmp_path / "r").run()
+    monkeypatch.setattr(tw, "_save", real_save)
+    tw.TwoDSimulation(tw.TwoDConfig(**kw), tmp_path / "r").run()
+    assert (tmp_path / "r" / "summary.csv").read_bytes() == (
+        tmp_path / "ref" / "summary.csv"
+    ).read_bytes()
+
+
+def test_a_lambda_does_not_depend_on_the_others(tmp_path):
+    kw = dict(model="diffusion", data="8gaussians", **{**TINY, "iterations": 2})
+    tw.TwoDSimulation(tw.TwoDConfig(**{**kw, "lams": (0.5,)}), tmp_path / "a").run()
+    tw.TwoDSimulation(tw.TwoDConfig(**{**kw, "lams": (0.5, 2.0)}), tmp_path / "b").run()
+    a = read_summary(tmp_path / "a" / "summary.csv")
+    b = [r for r in read_summary(tmp_path / "b" / "summary.csv") if r["lam"] == 0.5]
+    assert a == b
+
+
 @pytest.mark.parametrize("policy", ["accumulate", "accumulate-subsample", "fresh"])
 def test_policies_run(tmp_path, policy):
     cfg = tw.TwoDConfig(
