@@ -64,6 +64,24 @@ def _add_simulate(sub):
     p.set_defaults(func=cmd_simulate)
 
 
+def _add_deep(sub):
+    p = sub.add_parser(
+        "deep", help="the retraining loop at image scale (EDM): retrain, train, generate"
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_deep)
+
+
+def cmd_deep(args) -> int:
+    try:
+        from deep.cli import main as deep_main
+    except ImportError as exc:
+        raise ValueError(
+            f"stability deep needs the torch extra (pip install '.[torch]'): {exc}"
+        ) from None
+    return deep_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stability", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -71,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_alpha(sub)
     _add_jacobian(sub)
     _add_simulate(sub)
+    _add_deep(sub)
     return parser
 
 

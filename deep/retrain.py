@@ -1,0 +1,376 @@
+"""Algorithm 1 at image scale: EDM fine-tuned on real images plus its own samples.
+
+The loop is ``stability.loop.retrain`` (the same policies as the simulators); the model plugged
+into it is an EDM ``Trainer`` whose phases are cached in the run folder:
+
+    DIR/config.json                      every option, seed and versions
+    DIR/checkpoints/train_t{t}.pt        weights, EMA, Adam state after the fit of iteration t
+    DIR/generated/gen_t{t}.zip           images of theta_t (EDM-style zip, PNG inside)
+    DIR/metrics.json                     per-iteration metrics (loss and any hook)
+    DIR/summary.csv, DIR/figures/*.png   tidy summary and figures
+
+Each phase is written atomically when it ends; a rerun replays the loop and loads every finished
+phase instead of recomputing it, so it resumes where the previous run stopped and, the phases
+being deterministic functions of the seed, ends with the same numbers. Generation uses fresh
+seeds at every iteration by default, or the paper's fixed seeds 0..N-1 (``fixed_seeds``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from deep import dist
+from deep.edm import SamplerConfig
+from deep.train import Trainer, TrainOptions, load_weights
+from deep.unet import UNetConfig
+from simulations.runfolder import RunFolder, atomic_write_text, summary_rows, write_summary
+from stability.errors import check_lam, check_n
+from stability.loop import Policy, retrain, synthetic_count
+
+NETS = ("auto", "tiny", "cifar10", "ffhq64")
+
+
+@dataclass
+class ImageSet:
+    """Images of one run, uint8 (N, C, H, W): the DataSet container of stability.loop."""
+
+    x: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(len(self.x))
+
+    def union(self, other: ImageSet) -> ImageSet:
+        return ImageSet(np.concatenate([self.x, other.x]))
+
+    def subsample(self, m: int, rng: np.random.Generator) -> ImageSet:
+        return ImageSet(self.x[np.sort(rng.choice(len(self.x), size=m, replace=False))])
+
+
+@dataclass(frozen=True)
+class DeepConfig:
+    """Everything that determines a deep retraining run (see the CLI for meanings)."""
+
+    data: str = "digits"
+    resolution: int | None = None
+    n: int | None = None
+    model: str = "edm"
+    net: str = "auto"
+    lam: float = 1.0
+    policy: str = "mix"
+    iterations: int = 3
+    kimg: float = 5000.0
+    init: str | None = None
+    init_kimg: float = 0.0
+    n_gen: int | None = None
+    fixed_seeds: bool = False
+    sampler_steps: int = 18
+    s_churn: float = 0.0
+    gen_batch: int = 256
+    batch: int = 256
+    lr: float = 1e-3
+    lr_rampup_kimg: float = 10000.0
+    ema_halflife_kimg: float = 500.0
+    rampup: str = "restart"
+    n_fresh: int | None = None
+    subsample_size: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "fp32"
+    compile: bool = False
+
+    def options(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["lam"] = self.lam if math.isfinite(self.lam) else "inf"
+        # Device, precision and compilation change speed, not the process.
+        for k in ("device", "compile", "gen_batch"):
+            d.pop(k)
+        return d
+
+    def train_options(self) -> TrainOptions:
+        return TrainOptions(
+            batch=self.batch,
+            lr=self.lr,
+            lr_rampup_kimg=self.lr_rampup_kimg,
+            ema_halflife_kimg=self.ema_halflife_kimg,
+            rampup=self.rampup,
+            device=self.device,
+            dtype=self.dtype,
+            compile=self.compile,
+        )
+
+
+def quick_config(**overrides) -> DeepConfig:
+    """--quick: the whole loop on the bundled digits on a CPU (3 iterations, a few minutes)."""
+    # 16x16 digits and 1000 real images: one 18-step Heun sample of 1000 images takes about 20 s
+    # on 2 cores at this size (4x more at 32x32).
+    base = dict(
+        data="digits",
+        resolution=16,
+        n=1000,
+        net="tiny",
+        iterations=3,
+        kimg=12.0,
+        init_kimg=60.0,
+        batch=64,
+        lr=2e-3,
+        lr_rampup_kimg=2.0,
+        ema_halflife_kimg=2.0,
+        gen_batch=250,
+    )
+    base.update(overrides)
+    return DeepConfig(**base)
+
+
+def net_config(cfg: DeepConfig, channels: int, resolution: int) -> UNetConfig:
+    """The U-Net of the run: named configuration, or the one stored in an init checkpoint."""
+    name = cfg.net
+    if name == "auto":
+        name = (
+            "cifar10"
+            if resolution == 32 and channels == 3
+            else "ffhq64"
+            if resolution == 64
+            else "tiny"
+        )
+    if name == "tiny":
+        return UNetConfig.tiny(resolution, channels)
+    net = UNetConfig.cifar10() if name == "cifar10" else UNetConfig.ffhq64()
+    if (net.resolution, net.channels) != (resolution, channels):
+        raise ValueError(
+            f"network {name} is for {net.channels}x{net.resolution}x{net.resolution} images, the data are "
+            f"{channels}x{resolution}x{resolution}"
+        )
+    return net
+
+
+def _validate(cfg: DeepConfig):
+    from deep.data import load_images
+
+    if cfg.model != "edm":
+        raise ValueError(f"model {cfg.model!r} is not available yet; choose edm")
+    if cfg.net not in NETS:
+        raise ValueError(f"unknown network {cfg.net!r}; choose one of {', '.join(NETS)}")
+    lam = check_lam(cfg.lam)
+    check_n(cfg.iterations, "iterations", minimum=1)
+    for name in ("kimg", "lr", "batch"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    if cfg.init_kimg < 0:
+        raise ValueError(f"init-kimg must be >= 0, got {cfg.init_kimg}")
+    if cfg.init is None and cfg.init_kimg == 0:
+        raise ValueError(
+            "give --init CKPT or --init-kimg > 0 (the model fitted on real data at t = 0)"
+        )
+    data = load_images(cfg.data, resolution=cfg.resolution)
+    n = cfg.n or len(data)
+    if n > len(data):
+        raise ValueError(f"--n {n} exceeds the {len(data)} images of the data set")
+    check_n(n, "n")
+    policy = Policy(cfg.policy, lam, cfg.n_fresh, cfg.subsample_size)
+    net = net_config(cfg, data.channels, data.resolution)
+    if cfg.init is not None:
+        state = load_weights(cfg.init)
+        if state.get("format") == "retrain-stability/edm-v1":
+            stored = state["net_cfg"]
+            if (stored["resolution"], stored["channels"]) != (data.resolution, data.channels):
+                raise ValueError(
+                    f"checkpoint {Path(cfg.init).name} is for {stored['channels']}x{stored['resolution']}"
+                    f"x{stored['resolution']} images, the data are {data.channels}x{data.resolution}x{data.resolution}"
+                )
+            net = UNetConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+            )
+    cfg.train_options()
+    return data, n, policy, net
+
+
+class _Phased:
+    """Trainer + cached phases, speaking the fit/sample/state protocol of stability.loop."""
+
+    def __init__(
+        self, cfg: DeepConfig, trainer: Trainer, folder: RunFolder, n_gen: int, progress: bool
+    ):
+        self.cfg, self.trainer, self.folder = cfg, trainer, folder
+        self.n_gen, self.progress = n_gen, progress
+        self.t = -1
+        self.losses: dict[int, float] = {}
+        self._generated: dict[int, np.ndarray] = {}
+
+    def fit(self, data: ImageSet) -> None:
+        t = self.t + 1
+        path = self.folder.file("checkpoints", f"train_t{t}.pt")
+        loss_path = self.folder.file("checkpoints", f"train_t{t}.json")
+        if path.exists() and loss_path.exists():
+            self.trainer.load(path)
+            self.losses[t] = json.loads(loss_path.read_text())["loss"]
+        else:
+            if t == 0 and self.cfg.init is not None:
+                self.trainer.load(self.cfg.init, resume=False)
+            loss = float("nan")
+            kimg = self.cfg.kimg if t > 0 else self.cfg.init_kimg
+            if kimg > 0:
+                loss = self.trainer.train(data.x, kimg, progress=self.progress)
+            self.losses[t] = loss
+            if dist.is_main():
+                self.trainer.save(path)
+                atomic_write_text(loss_path, json.dumps({"loss": loss, "images": data.size}))
+            dist.barrier()
+        self.t = t
+
+    def seeds(self, t: int) -> list[int]:
+        if self.cfg.fixed_seeds:
+            return list(range(self.n_gen))
+        base = (self.cfg.seed * 100_000 + t + 1) * 10_000_000
+        return list(range(base, base + self.n_gen))
+
+    def generated(self, t: int) -> np.ndarray:
+        """The n_gen images of theta_t (generated once, then read back from the run folder)."""
+        from deep.data import load_images, save_zip
+
+        if t in self._generated:
+            return self._generated[t]
+        path = self.folder.file("generated", f"gen_t{t}.zip")
+        if not path.exists():
+            sampler = SamplerConfig(steps=self.cfg.sampler_steps, s_churn=self.cfg.s_churn)
+            images = self.trainer.generate(
+                self.seeds(t), sampler, self.cfg.gen_batch, self.progress
+            )
+            if dist.is_main():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_zip(images, path)
+            dist.barrier()
+        self._generated = {t: load_images(f"zip={path}").images}
+        return self._generated[t]
+
+    def sample(self, k: int, rng) -> ImageSet:
+        return ImageSet(self.generated(self.t)[:k])
+
+    def state(self) -> dict:
+        return {"t": self.t, "nimg_total": self.trainer.nimg_total}
+
+
+def default_hooks() -> dict[str, Callable]:
+    """Metrics recorded until the image metrics land: pixel statistics of generated images."""
+
+    def pixel_mean_gap(gen: np.ndarray, real: np.ndarray) -> float:
+        return float(abs(gen.mean() - real.mean()) / 255)
+
+    def pixel_std_ratio(gen: np.ndarray, real: np.ndarray) -> float:
+        return float(gen.std() / real.std())
+
+    return {"pixel_mean_gap": pixel_mean_gap, "pixel_std_ratio": pixel_std_ratio}
+
+
+def run_deep(
+    cfg: DeepConfig,
+    out: str | Path,
+    progress: bool = False,
+    hooks: dict[str, Callable] | None = None,
+) -> dict:
+    """Run or resume the retraining loop in folder `out`; returns a description of the results."""
+    data, n, policy, net = _validate(cfg)
+    folder = RunFolder(out, f"deep retrain ({cfg.model})", cfg.options())
+    folder.check_writable()
+    dist.init(cfg.device)
+    if dist.is_main():
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.write_config(
+            extra={
+                "network": {
+                    k: list(v) if isinstance(v, tuple) else v for k, v in net.__dict__.items()
+                }
+            }
+        )
+    dist.barrier()
+    real = ImageSet(data.images[:n])
+    n_gen = cfg.n_gen or max(n, synthetic_count(policy.lam, n))
+    n_gen = max(n_gen, synthetic_count(policy.lam, n))
+    trainer = Trainer(net, cfg.train_options(), cfg.seed)
+    model = _Phased(cfg, trainer, folder, n_gen, progress)
+    hooks = {**default_hooks(), **(hooks or {})}
+    metrics_path = folder.file("metrics.json")
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+
+    def record(t, wrapped, train_data):
+        key = str(t)
+        if key not in metrics:
+            gen = model.generated(t)
+            row = {"loss": model.losses.get(t, float("nan")), "train_images": train_data.size}
+            for name, fn in hooks.items():
+                row[name] = float(fn(gen, real.x))
+            metrics[key] = row
+            if dist.is_main():
+                atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
+        if progress and dist.is_main():
+            print(
+                f"t = {t}: " + ", ".join(f"{k} = {v:.4g}" for k, v in metrics[key].items()),
+                flush=True,
+            )
+
+    def fresh(m, rng):
+        return ImageSet(data.images[np.sort(rng.choice(len(data.images), size=m, replace=False))])
+
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(11,)))
+    retrain(model, real, policy, cfg.iterations, rng, on_iteration=record, fresh_source=fresh)
+    result = {"out": str(folder.path), "iterations": cfg.iterations, "metrics": metrics}
+    if dist.is_main():
+        rows = []
+        names = sorted({k for row in metrics.values() for k in row})
+        for name in names:
+            vals = np.array(
+                [[metrics[str(t)].get(name, np.nan) for t in range(cfg.iterations + 1)]]
+            )
+            rows.extend(summary_rows(cfg.policy, policy.lam, name, vals))
+        write_summary(folder.file("summary.csv"), rows)
+        result["figures"] = _figures(folder, metrics, model, cfg)
+    dist.barrier()
+    return result
+
+
+def _figures(folder: RunFolder, metrics: dict, model: _Phased, cfg: DeepConfig) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from simulations.plots import save_figure
+
+    paths = []
+    ts = sorted(int(t) for t in metrics)
+    names = [k for k in metrics[str(ts[0])] if k != "train_images"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.plot(ts, [metrics[str(t)][name] for t in ts], "o-")
+        ax.set_title(name)
+        ax.set_xlabel("iteration t")
+    fig.suptitle(f"EDM retraining on {cfg.data}, {cfg.policy}, lambda = {cfg.lam:g}")
+    fig.tight_layout()
+    path = folder.file("figures", "metrics.png")
+    save_figure(fig, path)
+    paths.append(str(path))
+    # A grid of the first 8 images of every iteration (rows: t).
+    fig, axes = plt.subplots(len(ts), 8, figsize=(8 * 1.1, len(ts) * 1.1), squeeze=False)
+    for i, t in enumerate(ts):
+        imgs = model.generated(t)[:8]
+        for j in range(8):
+            ax = axes[i, j]
+            img = imgs[j].transpose(1, 2, 0)
+            ax.imshow(
+                img[..., 0] if img.shape[2] == 1 else img,
+                cmap="gray" if img.shape[2] == 1 else None,
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(f"t={t}")
+    fig.tight_layout()
+    path = folder.file("figures", "samples.png")
+    save_figure(fig, path)
+    paths.append(str(path))
+    return paths

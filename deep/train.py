@@ -1,0 +1,272 @@
+"""Training and generation of an EDM model: Adam, EMA with a half-life in images, lr ramp-up,
+budgets in images seen (kimg), DDP across processes, checkpoints loaded with weights_only.
+
+Conventions follow the EDM paper's training setup (Appendix F): Adam (beta1 = 0.9, beta2 = 0.999,
+eps = 1e-8), learning rate ramped up linearly over ``lr_rampup_kimg`` thousand images, an EMA of
+the weights with a half-life of ``ema_halflife_kimg`` thousand images, itself ramped up as
+min(half-life, ratio x images seen); non-finite gradients are zeroed.
+
+Ramp-up at retraining (``rampup``): EDM's official code counts images from 0 whenever training
+resumes from a network pickle, so each retraining of the paper restarts the learning-rate
+ramp-up and the EMA ramp (``"restart"``, the default, faithful to the paper); ``"continue"``
+keeps counting across iterations; ``"none"`` uses the full rate from the first step.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deep import dist
+from deep.edm import EDMLoss, EDMPrecond, SamplerConfig, heun_sample, to_uint8
+from deep.unet import UNetConfig
+
+RAMPUPS = ("restart", "continue", "none")
+DTYPES = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Optimisation settings (see the module docstring)."""
+
+    batch: int = 256
+    lr: float = 1e-3
+    lr_rampup_kimg: float = 10000.0
+    ema_halflife_kimg: float = 500.0
+    ema_rampup_ratio: float = 0.05
+    rampup: str = "restart"
+    device: str = "cpu"
+    dtype: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if self.rampup not in RAMPUPS:
+            raise ValueError(f"rampup must be one of {', '.join(RAMPUPS)}, got {self.rampup!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.batch < 1 or not self.lr > 0:
+            raise ValueError("batch must be >= 1 and lr > 0")
+
+
+class Trainer:
+    """An EDM network, its EMA and Adam, trained on uint8 images (N, C, H, W).
+
+    The global minibatch of every step (indices, ln sigma draws and noise) comes from one stream
+    seeded by (seed, phase), identical on every process; each process trains on its slice and DDP
+    averages the gradients, so a run on W processes follows the single-process run.
+    """
+
+    def __init__(self, net_cfg: UNetConfig, opts: TrainOptions, seed: int = 0):
+        self.net_cfg = net_cfg
+        self.opts = opts
+        self.seed = seed
+        self.device = dist.local_device(opts.device)
+        if opts.dtype == "tf32" and self.device.startswith("cuda"):
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(seed)  # initial weights: a function of the seed only
+        self.net = EDMPrecond(net_cfg).to(self.device)
+        if opts.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=opts.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.nimg_total = 0  # images seen since the first training
+        self.nimg_phase = 0  # images seen since the ramp-ups last restarted
+        self.phases = 0
+        self.loss = EDMLoss()
+        self._ddp = None
+
+    # ---- training ---------------------------------------------------------------------------
+    def _module(self):
+        if dist.world() > 1:
+            if self._ddp is None:
+                ids = [int(self.device.split(":")[1])] if self.device.startswith("cuda:") else None
+                self._ddp = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            return self._ddp
+        return self.compiled()
+
+    def compiled(self):
+        if self.opts.compile and not hasattr(self, "_compiled"):
+            self._compiled = torch.compile(self.net)
+        return getattr(self, "_compiled", self.net)
+
+    def train(self, images: np.ndarray, kimg: float, progress: bool = False) -> float:
+        """Train for kimg thousand images drawn from `images` (uint8 (N, C, H, W)); returns the
+        mean loss (per image, summed over pixels) of the last tenth of the steps."""
+        opts = self.opts
+        if self.phases > 0 and opts.rampup == "restart":
+            self.nimg_phase = 0
+        steps = max(1, math.ceil(kimg * 1000 / opts.batch))
+        w, r = dist.world(), dist.rank()
+        if opts.batch % w:
+            raise ValueError(f"batch {opts.batch} is not divisible by the {w} processes")
+        local = opts.batch // w
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.phases)
+        module = self._module()
+        module.train()
+        autocast = torch.autocast(
+            device_type=self.device.split(":")[0],
+            dtype=torch.bfloat16,
+            enabled=opts.dtype == "bf16",
+        )
+        x_all = torch.from_numpy(images)
+        losses = []
+        bar = None
+        if progress and dist.is_main():
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, desc="train", unit="step", leave=False)
+        for _ in range(steps):
+            idx = torch.randint(0, len(images), (opts.batch,), generator=gen)
+            normal = torch.randn(opts.batch, generator=gen)
+            noise = torch.randn((opts.batch, *images.shape[1:]), generator=gen)
+            sl = slice(r * local, (r + 1) * local)
+            x = x_all[idx[sl]].to(self.device, torch.float32) / 127.5 - 1
+            if opts.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = opts.lr
+            if opts.rampup != "none" and opts.lr_rampup_kimg > 0:
+                lr *= min(self.nimg_phase / (opts.lr_rampup_kimg * 1000), 1.0)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            with autocast:
+                per_image = self.loss(
+                    module, x, normal[sl].to(self.device), noise[sl].to(self.device)
+                )
+            loss = per_image.float().mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for p in self.net.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+            self.opt.step()
+            # EDM updates the EMA with the image count before this step's increment.
+            self._update_ema()
+            self.nimg_total += opts.batch
+            self.nimg_phase += opts.batch
+            losses.append(float(loss.detach()))
+            if bar:
+                bar.update()
+        if bar:
+            bar.close()
+        self.phases += 1
+        tail = losses[-max(1, len(losses) // 10) :]
+        return float(np.mean(tail))
+
+    @torch.no_grad()
+    def _update_ema(self):
+        opts = self.opts
+        half = opts.ema_halflife_kimg * 1000
+        nimg = self.nimg_phase if opts.rampup != "none" else self.nimg_total
+        if opts.ema_rampup_ratio is not None and opts.ema_rampup_ratio > 0:
+            half = min(half, nimg * opts.ema_rampup_ratio)
+        beta = 0.5 ** (opts.batch / max(half, 1e-8))
+        for pe, p in zip(self.ema.parameters(), self.net.parameters()):
+            pe.copy_(p.detach().lerp(pe, beta))
+
+    # ---- generation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        seeds: list[int],
+        sampler: SamplerConfig | None = None,
+        batch: int = 256,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """uint8 images (len(seeds), C, H, W) from the EMA network, one seed per image; split
+        across processes (rank r draws seeds[r::W]) and gathered in seed order."""
+        sampler = sampler or SamplerConfig()
+        w, r = dist.world(), dist.rank()
+        mine = seeds[r::w]
+        shape = (self.net_cfg.channels, self.net_cfg.resolution, self.net_cfg.resolution)
+        net = self.ema
+        dtype = torch.bfloat16 if self.opts.dtype == "bf16" else torch.float32
+        chunks = []
+        starts = range(0, len(mine), batch)
+        if progress and dist.is_main():
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="generate", unit="batch", leave=False)
+        for s in starts:
+            imgs = heun_sample(net, mine[s : s + batch], shape, sampler, self.device, dtype)
+            chunks.append(to_uint8(imgs))
+        local = np.concatenate(chunks) if chunks else np.zeros((0, *shape), np.uint8)
+        counts = [len(seeds[k::w]) for k in range(w)]
+        gathered = dist.gather_rows(local, counts)
+        # Undo the round-robin split: rank k holds seeds k, k + W, ...
+        order = np.concatenate([np.arange(k, len(seeds), w) for k in range(w)])
+        out = np.empty_like(gathered)
+        out[order] = gathered
+        return out
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": "retrain-stability/edm-v1",
+            "net_cfg": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.net_cfg).items()
+            },
+            "net": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "nimg_total": self.nimg_total,
+            "nimg_phase": self.nimg_phase,
+            "phases": self.phases,
+            "seed": self.seed,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write a checkpoint atomically (torch.save of tensors and plain types only)."""
+        from simulations.runfolder import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    def load(self, path: Path, resume: bool = True) -> None:
+        """Load our checkpoint, or a plain state dict of EDMPrecond (e.g. exported official
+        weights): torch.load(weights_only=True) or safetensors; never arbitrary unpickling.
+
+        resume=True continues the checkpoint's run (its seed keys the training streams);
+        resume=False starts this run from its weights (--init), keeping this run's seed.
+        """
+        state = load_weights(path, self.device)
+        if state.get("format") == "retrain-stability/edm-v1":
+            self.net.load_state_dict(state["net"], strict=True)
+            self.ema.load_state_dict(state["ema"], strict=True)
+            self.opt.load_state_dict(state["opt"])
+            self.nimg_total = int(state["nimg_total"])
+            self.nimg_phase = int(state["nimg_phase"])
+            self.phases = int(state["phases"])
+            if resume:  # the training streams are keyed by (seed, phase)
+                self.seed = int(state.get("seed", self.seed))
+        else:
+            self.net.load_state_dict(state, strict=True)
+            self.ema.load_state_dict(state, strict=True)
+
+
+def load_weights(path, device="cpu") -> dict:
+    """A dict of tensors from a .pt (weights_only=True) or .safetensors file; ValueError if it
+    cannot be read safely."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint {str(p)!r} does not exist")
+    if p.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ValueError("reading .safetensors needs the safetensors package") from None
+        return load_file(str(p), device=device)
+    try:
+        return torch.load(p, map_location=device, weights_only=True)
+    except Exception as exc:  # refused pickles and corrupt files are bad input
+        raise ValueError(
+            f"cannot load {p.name} with weights_only=True: {str(exc).splitlines()[0]}"
+        ) from None

@@ -1,0 +1,181 @@
+"""The image-scale loop: run folder, phases, resume, policies, the deep command line."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from deep import retrain as dr  # noqa: E402
+from deep.data import load_images  # noqa: E402
+from deep.train import Trainer  # noqa: E402
+
+TINY = dict(
+    data="digits:16",
+    net="tiny",
+    n=96,
+    iterations=2,
+    kimg=0.064,
+    init_kimg=0.128,
+    batch=16,
+    lr=2e-3,
+    lr_rampup_kimg=0.0,
+    ema_halflife_kimg=0.05,
+    n_gen=48,
+    sampler_steps=4,
+    gen_batch=48,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("deep") / "run"
+    return dr.run_deep(dr.DeepConfig(lam=0.5, **TINY), out), out
+
+
+def test_run_folder(tiny_run):
+    result, out = tiny_run
+    for t in range(3):
+        assert (out / "checkpoints" / f"train_t{t}.pt").is_file()
+        gen = load_images(f"zip={out / 'generated' / f'gen_t{t}.zip'}")
+        assert gen.images.shape == (48, 1, 16, 16) and gen.images.dtype == np.uint8
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"0", "1", "2"}
+    # mix with lambda = 0.5: n real images plus floor(0.5 n) generated ones after t = 0.
+    assert [metrics[t]["train_images"] for t in ("0", "1", "2")] == [96, 144, 144]
+    assert all(math.isfinite(metrics[t]["loss"]) for t in metrics)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["options"]["lam"] == 0.5 and cfg["options"]["rampup"] == "restart"
+    for f in result["figures"]:
+        assert open(f, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "loss" in (out / "summary.csv").read_text()
+
+
+def test_resume_replays_finished_phases(tiny_run, tmp_path, monkeypatch):
+    _, reference = tiny_run
+    calls = {"train": 0}
+    real_train = Trainer.train
+
+    def crashing(self, *a, **k):
+        calls["train"] += 1
+        if calls["train"] == 2:  # after t = 0 and its generation, during the fit of t = 1
+            raise KeyboardInterrupt
+        return real_train(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        dr.run_deep(dr.DeepConfig(lam=0.5, **TINY), tmp_path / "r")
+    assert (tmp_path / "r" / "generated" / "gen_t0.zip").exists()
+    counted = {"train": 0}
+
+    def counting(self, *a, **k):
+        counted["train"] += 1
+        return real_train(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", counting)
+    dr.run_deep(dr.DeepConfig(lam=0.5, **TINY), tmp_path / "r")
+    assert counted["train"] == 2  # t = 1 and t = 2 only: t = 0 was read back
+    assert (tmp_path / "r" / "summary.csv").read_bytes() == (reference / "summary.csv").read_bytes()
+    for t in range(3):
+        a = tmp_path / "r" / "generated" / f"gen_t{t}.zip"
+        b = reference / "generated" / f"gen_t{t}.zip"
+        assert np.array_equal(load_images(f"zip={a}").images, load_images(f"zip={b}").images)
+
+
+def test_fully_synthetic_and_fixed_seeds(tmp_path):
+    res = dr.run_deep(
+        dr.DeepConfig(lam=math.inf, fixed_seeds=True, **{**TINY, "iterations": 1}), tmp_path / "f"
+    )
+    assert res["metrics"]["1"]["train_images"] == 96  # n samples of the model only
+    cfg = dr.DeepConfig(lam=math.inf, fixed_seeds=True, **TINY)
+    assert (
+        dr._Phased(cfg, None, None, 5, False).seeds(0)
+        == dr._Phased(cfg, None, None, 5, False).seeds(3)
+        == list(range(5))
+    )
+    fresh = dr.DeepConfig(lam=1.0, **TINY)
+    assert dr._Phased(fresh, None, None, 5, False).seeds(0) != dr._Phased(
+        fresh, None, None, 5, False
+    ).seeds(1)
+
+
+def test_init_from_a_checkpoint_and_generate(cli, tmp_path):
+    ck = tmp_path / "base.pt"
+    proc = cli(
+        "deep",
+        "train",
+        "--data",
+        "digits:16",
+        "--net",
+        "tiny",
+        "--n",
+        "64",
+        "--kimg",
+        "0.064",
+        "--batch",
+        "16",
+        "--lr-rampup-kimg",
+        "0",
+        "--out",
+        ck,
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = cli(
+        "deep",
+        "retrain",
+        "--data",
+        "digits:16",
+        "--n",
+        "64",
+        "--init",
+        ck,
+        "--iterations",
+        "1",
+        "--kimg",
+        "0.032",
+        "--batch",
+        "16",
+        "--n-gen",
+        "16",
+        "--sampler-steps",
+        "3",
+        "--lam",
+        "1",
+        "--out",
+        tmp_path / "run",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["metrics"]) == {"0", "1"}
+    proc = cli(
+        "deep", "generate", "--ckpt", ck, "--n", "6", "--steps", "3", "--out", tmp_path / "g.zip"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert load_images(f"zip={tmp_path / 'g.zip'}").images.shape == (6, 1, 16, 16)
+    # A checkpoint for 16x16 images refuses 32x32 data.
+    proc = cli("deep", "retrain", "--data", "digits:32", "--init", ck, "--out", tmp_path / "bad")
+    assert proc.returncode == 2 and "16x16" in proc.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--data", "folder=/no/such/folder"],
+        ["--data", "digits:16", "--lam", "-1"],
+        ["--data", "digits:16", "--kimg", "0"],
+        ["--data", "digits:16", "--net", "huge"],
+        ["--data", "digits:16", "--init", "/no/such.pt"],
+        ["--data", "digits:16", "--rampup", "sometimes"],
+        ["--data", "digits:16", "--policy", "accumulate", "--lam", "inf"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_bad_input_exit_2_nothing_written(cli, tmp_path, args):
+    proc = cli("deep", "retrain", "--init-kimg", "1", *args, "--out", tmp_path / "o")
+    assert proc.returncode == 2, proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if ln.strip()]) == 1
+    assert not (tmp_path / "o").exists()
