@@ -83,9 +83,19 @@ def test_loewner_verdict_can_go_both_ways():
         from stability.stats import min_eig_interval
 
         eig, v = min_eig_interval(samples, 0.99)
-        row = dict(d=2, n=5, cond=1e4, t=1, alpha_d=0.9, alpha_1d=0.94, min_eig=eig.estimate,
-                   min_eig_ci=eig.as_list(), direction=v, smallest_constant=0.95,
-                   smallest_constant_ci=[0.94, 0.96])
+        row = dict(
+            d=2,
+            n=5,
+            cond=1e4,
+            t=1,
+            alpha_d=0.9,
+            alpha_1d=0.94,
+            min_eig=eig.estimate,
+            min_eig_ci=eig.as_list(),
+            direction=v,
+            smallest_constant=0.95,
+            smallest_constant_ci=[0.94, 0.96],
+        )
         return row, eig
 
     bad_row, bad = rows_for(-0.2)
