@@ -17,17 +17,18 @@ from __future__ import annotations
 import copy
 import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from deep import dist
-from deep.edm import EDMLoss, EDMPrecond, SamplerConfig, heun_sample, to_uint8
-from deep.unet import UNetConfig
+from deep.edm import SamplerConfig, to_uint8
+from deep.methods import EDMMethod, Method, net_to_dict
 
 RAMPUPS = ("restart", "continue", "none")
+FORMAT = "retrain-stability/deep-v1"
 DTYPES = ("fp32", "tf32", "bf16")
 
 
@@ -58,12 +59,13 @@ class TrainOptions:
 class Trainer:
     """An EDM network, its EMA and Adam, trained on uint8 images (N, C, H, W).
 
-    The global minibatch of every step (indices, ln sigma draws and noise) comes from one stream
+    The global minibatch of every step (indices and the method's noise) comes from one stream
     seeded by (seed, phase), identical on every process; each process trains on its slice and DDP
     averages the gradients, so a run on W processes follows the single-process run.
     """
 
-    def __init__(self, net_cfg: UNetConfig, opts: TrainOptions, seed: int = 0):
+    def __init__(self, net_cfg, opts: TrainOptions, seed: int = 0, method: Method | None = None):
+        self.method = method or EDMMethod()
         self.net_cfg = net_cfg
         self.opts = opts
         self.seed = seed
@@ -72,7 +74,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(seed)  # initial weights: a function of the seed only
-        self.net = EDMPrecond(net_cfg).to(self.device)
+        self.net = self.method.build(net_cfg).to(self.device)
         if opts.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
@@ -80,7 +82,6 @@ class Trainer:
         self.nimg_total = 0  # images seen since the first training
         self.nimg_phase = 0  # images seen since the ramp-ups last restarted
         self.phases = 0
-        self.loss = EDMLoss()
         self._ddp = None
 
     # ---- training ---------------------------------------------------------------------------
@@ -109,6 +110,9 @@ class Trainer:
             raise ValueError(f"batch {opts.batch} is not divisible by the {w} processes")
         local = opts.batch // w
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.phases)
+        # Dropout draws from torch's global stream: seed it per (phase, process) so that a
+        # resumed phase replays the same masks.
+        torch.manual_seed((self.seed * 1_000_003 + self.phases) * 1009 + r)
         module = self._module()
         module.train()
         autocast = torch.autocast(
@@ -125,8 +129,6 @@ class Trainer:
             bar = tqdm(total=steps, desc="train", unit="step", leave=False)
         for _ in range(steps):
             idx = torch.randint(0, len(images), (opts.batch,), generator=gen)
-            normal = torch.randn(opts.batch, generator=gen)
-            noise = torch.randn((opts.batch, *images.shape[1:]), generator=gen)
             sl = slice(r * local, (r + 1) * local)
             x = x_all[idx[sl]].to(self.device, torch.float32) / 127.5 - 1
             if opts.channels_last:
@@ -137,15 +139,15 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             with autocast:
-                per_image = self.loss(
-                    module, x, normal[sl].to(self.device), noise[sl].to(self.device)
-                )
+                per_image = self.method.loss(module, x, gen, opts.batch, sl)
             loss = per_image.float().mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             for p in self.net.parameters():
                 if p.grad is not None:
                     torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+            if self.method.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.method.grad_clip)
             self.opt.step()
             # EDM updates the EMA with the image count before this step's increment.
             self._update_ema()
@@ -163,6 +165,10 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self):
         opts = self.opts
+        if self.method.ema_decay is not None:  # a fixed decay per step (torchcfm's training)
+            for pe, p in zip(self.ema.parameters(), self.net.parameters()):
+                pe.copy_(p.detach().lerp(pe, self.method.ema_decay))
+            return
         half = opts.ema_halflife_kimg * 1000
         nimg = self.nimg_phase if opts.rampup != "none" else self.nimg_total
         if opts.ema_rampup_ratio is not None and opts.ema_rampup_ratio > 0:
@@ -182,10 +188,11 @@ class Trainer:
     ) -> np.ndarray:
         """uint8 images (len(seeds), C, H, W) from the EMA network, one seed per image; split
         across processes (rank r draws seeds[r::W]) and gathered in seed order."""
-        sampler = sampler or SamplerConfig()
+        if sampler is not None and isinstance(self.method, EDMMethod):
+            self.method.sampler = sampler
         w, r = dist.world(), dist.rank()
         mine = seeds[r::w]
-        shape = (self.net_cfg.channels, self.net_cfg.resolution, self.net_cfg.resolution)
+        shape = self.method.shape(self.net_cfg)
         net = self.ema
         dtype = torch.bfloat16 if self.opts.dtype == "bf16" else torch.float32
         chunks = []
@@ -195,7 +202,7 @@ class Trainer:
 
             starts = tqdm(starts, desc="generate", unit="batch", leave=False)
         for s in starts:
-            imgs = heun_sample(net, mine[s : s + batch], shape, sampler, self.device, dtype)
+            imgs = self.method.sample(net, mine[s : s + batch], shape, self.device, dtype)
             chunks.append(to_uint8(imgs))
         local = np.concatenate(chunks) if chunks else np.zeros((0, *shape), np.uint8)
         counts = [len(seeds[k::w]) for k in range(w)]
@@ -209,10 +216,10 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "format": "retrain-stability/edm-v1",
-            "net_cfg": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.net_cfg).items()
-            },
+            "format": FORMAT,
+            "method": self.method.name,
+            "method_options": self.method.options(),
+            "net_cfg": net_to_dict(self.net_cfg),
             "net": self.net.state_dict(),
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
@@ -231,14 +238,23 @@ class Trainer:
         atomic_write_bytes(Path(path), buf.getvalue())
 
     def load(self, path: Path, resume: bool = True) -> None:
-        """Load our checkpoint, or a plain state dict of EDMPrecond (e.g. exported official
-        weights): torch.load(weights_only=True) or safetensors; never arbitrary unpickling.
+        """Load our checkpoint, a plain state dict of the network (e.g. exported official EDM
+        weights) or torchcfm's checkpoint dict (net_model, ema_model, optim, step):
+        torch.load(weights_only=True) or safetensors; never arbitrary unpickling.
 
         resume=True continues the checkpoint's run (its seed keys the training streams);
         resume=False starts this run from its weights (--init), keeping this run's seed.
         """
         state = load_weights(path, self.device)
-        if state.get("format") == "retrain-stability/edm-v1":
+        if "net_model" in state and "ema_model" in state:  # torchcfm's CIFAR-10 checkpoints
+            self.net.load_state_dict(_strip_module(state["net_model"]), strict=True)
+            self.ema.load_state_dict(_strip_module(state["ema_model"]), strict=True)
+            return
+        if state.get("format") == FORMAT:
+            if state.get("method", "edm") != self.method.name:
+                raise ValueError(
+                    f"{Path(path).name} holds a {state.get('method')} model, not {self.method.name}"
+                )
             self.net.load_state_dict(state["net"], strict=True)
             self.ema.load_state_dict(state["ema"], strict=True)
             self.opt.load_state_dict(state["opt"])
@@ -250,6 +266,13 @@ class Trainer:
         else:
             self.net.load_state_dict(state, strict=True)
             self.ema.load_state_dict(state, strict=True)
+
+
+def _strip_module(sd: dict) -> dict:
+    """A state dict saved from a DDP-wrapped network, with its "module." prefixes removed."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
 
 
 def load_weights(path, device="cpu") -> dict:

@@ -1,0 +1,292 @@
+"""The three image models of the paper's experiments, as loss + sampler around a network.
+
+- ``edm``: EDM (Karras et al. 2022), see deep/edm.py: preconditioned DDPM++ network, EDM loss,
+  18-step Heun sampler.
+- ``otcfm``: OT conditional flow matching (Tong et al. 2023) with torchcfm: the paper's CIFAR-10
+  network ``torchcfm.models.unet.UNetModelWrapper`` (128 channels, multipliers [1, 2, 2, 2], 2
+  residual blocks, 4 heads of 64 channels, attention at 16x16, dropout 0.1), sigma = 0, the
+  exact minibatch OT coupling of torchcfm's ``ExactOptimalTransportConditionalFlowMatcher``
+  (POT network simplex on the squared Euclidean cost, pairs drawn from the plan with
+  replacement), gradient clipping at 1, an EMA with decay 0.9999 per step, and samples by
+  integrating dx/dt = v(t, x) from N(0, I) with torchdiffeq (dopri5, tolerances configurable,
+  or Euler).
+- ``ddpm``: DDPM (Ho et al. 2020): linear beta schedule 1e-4..0.02 over T = 1000 steps, the
+  simple epsilon-prediction loss, DDIM sampling (Song et al. 2021, eta = 0 by default) for the
+  experiments of appendix G.3; the network is this project's DDPM++ U-Net fed with the
+  timestep (ddpm-torch's own network is not reproduced).
+
+Every method draws its randomness for a training step from one generator for the global
+minibatch (identical on every process), then keeps its slice ``sl``: under DDP the processes
+train on disjoint slices of the same batch the single-process run would see.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from deep.edm import EDMLoss, EDMPrecond, SamplerConfig, heun_sample, image_noise
+from deep.unet import SongUNet, UNetConfig
+
+METHODS = ("edm", "otcfm", "ddpm")
+
+
+@dataclass(frozen=True)
+class OTCFMNet:
+    """torchcfm UNetModelWrapper settings (dim = (C, H, W))."""
+
+    channels: int = 3
+    resolution: int = 32
+    num_channels: int = 128
+    num_res_blocks: int = 2
+    channel_mult: tuple = (1, 2, 2, 2)
+    num_heads: int = 4
+    num_head_channels: int = 64
+    attention_resolutions: str = "16"
+    dropout: float = 0.1
+
+    @staticmethod
+    def cifar10() -> OTCFMNet:
+        """The torchcfm CIFAR-10 network the paper fine-tunes (about 36M parameters)."""
+        return OTCFMNet()
+
+    @staticmethod
+    def tiny(resolution: int = 16, channels: int = 1) -> OTCFMNet:
+        return OTCFMNet(channels, resolution, 32, 1, (1, 2), 1, -1, str(resolution // 2), 0.0)
+
+
+class Method:
+    """Loss and sampler of one model family (see the module docstring)."""
+
+    name = ""
+    ema_decay: float | None = None  # per-step EMA decay; None: EDM's half-life in images
+    grad_clip: float | None = None
+    default_lr = 1e-3
+    default_rampup_kimg = 10000.0
+
+    def build(self, cfg) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def shape(self, cfg) -> tuple[int, int, int]:
+        return (cfg.channels, cfg.resolution, cfg.resolution)
+
+    def loss(self, net, x, gen: torch.Generator, batch: int, sl: slice) -> torch.Tensor:
+        """Per-image loss of the local slice, shape (len(x),); x (B_local, C, H, W) in [-1, 1]."""
+        raise NotImplementedError
+
+    def sample(self, net, seeds, shape, device, dtype) -> torch.Tensor:
+        """float64 images (len(seeds), C, H, W) around [-1, 1], one seed per image."""
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        return {}
+
+
+class EDMMethod(Method):
+    name = "edm"
+
+    def __init__(self, sampler: SamplerConfig | None = None):
+        self.sampler = sampler or SamplerConfig()
+        self._loss = EDMLoss()
+
+    def build(self, cfg: UNetConfig):
+        return EDMPrecond(cfg)
+
+    def loss(self, net, x, gen, batch, sl):
+        normal = torch.randn(batch, generator=gen)[sl].to(x.device)
+        noise = torch.randn((batch, *x.shape[1:]), generator=gen)[sl].to(x.device)
+        return self._loss(net, x, normal, noise)
+
+    def sample(self, net, seeds, shape, device, dtype):
+        return heun_sample(net, seeds, shape, self.sampler, device, dtype)
+
+    def options(self):
+        return asdict(self.sampler)
+
+
+def _ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs drawn with replacement from the exact OT plan of flattened minibatches (B, D)."""
+    from simulations.models2d import exact_ot_pairs
+
+    i, j = exact_ot_pairs(x0, x1, u)
+    return i, j
+
+
+class OTCFMMethod(Method):
+    name = "otcfm"
+    ema_decay = 0.9999
+    grad_clip = 1.0
+    default_lr = 2e-4
+    default_rampup_kimg = 640.0  # torchcfm's CIFAR-10 warm-up: 5000 steps of 128 images
+
+    def __init__(
+        self, sigma: float = 0.0, solver: str = "dopri5", tol: float = 1e-5, euler_steps: int = 100
+    ):
+        if solver not in ("dopri5", "euler"):
+            raise ValueError(f"unknown ODE solver {solver!r}; choose dopri5 or euler")
+        from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+
+        self.sigma, self.solver, self.tol, self.euler_steps = sigma, solver, tol, euler_steps
+        self.fm = ExactOptimalTransportConditionalFlowMatcher(sigma=sigma)
+
+    def build(self, cfg: OTCFMNet):
+        from torchcfm.models.unet.unet import UNetModelWrapper
+
+        return UNetModelWrapper(
+            dim=(cfg.channels, cfg.resolution, cfg.resolution),
+            num_channels=cfg.num_channels,
+            num_res_blocks=cfg.num_res_blocks,
+            channel_mult=list(cfg.channel_mult),
+            num_heads=cfg.num_heads,
+            num_head_channels=cfg.num_head_channels,
+            attention_resolutions=cfg.attention_resolutions,
+            dropout=cfg.dropout,
+        )
+
+    def loss(self, net, x, gen, batch, sl):
+        # Under DDP the OT plan couples each process's slice only, as torchcfm's multi-GPU
+        # training does: the minibatch OT is then over batch / W images.
+        local = x.shape[0]
+        x0_all = torch.randn((batch, *x.shape[1:]), generator=gen)
+        t_all = torch.rand(batch, generator=gen)
+        eps_all = torch.randn((batch, *x.shape[1:]), generator=gen)
+        u_all = torch.rand(batch, generator=gen)
+        x0, t, eps, u = (
+            x0_all[sl].to(x.device),
+            t_all[sl].to(x.device),
+            eps_all[sl].to(x.device),
+            u_all[sl],
+        )
+        i, j = _ot_pairs(
+            x0.flatten(1).double().cpu().numpy(), x.flatten(1).double().cpu().numpy(), u.numpy()
+        )
+        x0, x1 = x0[torch.from_numpy(i)], x[torch.from_numpy(j)]
+        xt = self.fm.sample_xt(x0, x1, t, eps)
+        ut = self.fm.compute_conditional_flow(x0, x1, t, xt)
+        vt = net(t, xt)
+        return ((vt - ut) ** 2).reshape(local, -1).mean(1)
+
+    @torch.no_grad()
+    def sample(self, net, seeds, shape, device, dtype):
+        from torchdiffeq import odeint
+
+        x0 = image_noise(seeds, shape, 1)[0].to(device, dtype)
+
+        def velocity(t, x):
+            return net(t.expand(x.shape[0]).to(dtype), x)
+
+        span = torch.tensor([0.0, 1.0], device=device, dtype=dtype)
+        if self.solver == "euler":
+            out = odeint(
+                velocity, x0, span, method="euler", options={"step_size": 1.0 / self.euler_steps}
+            )
+        else:
+            out = odeint(velocity, x0, span, method="dopri5", rtol=self.tol, atol=self.tol)
+        return out[-1].clamp(-1, 1).double()
+
+    def options(self):
+        return {
+            "sigma": self.sigma,
+            "solver": self.solver,
+            "tol": self.tol,
+            "euler_steps": self.euler_steps,
+        }
+
+
+class _DDPMNet(torch.nn.Module):
+    """eps(x_t, t) with this project's U-Net; t enters as the noise label."""
+
+    def __init__(self, cfg: UNetConfig, steps: int):
+        super().__init__()
+        self.model = SongUNet(cfg)
+        self.steps = steps
+
+    def forward(self, x, t):
+        # The positional embedding expects values of order 1..10^3: the timestep itself, as in
+        # Ho et al.'s sinusoidal timestep embedding.
+        return self.model(x, t.to(torch.float32))
+
+
+class DDPMMethod(Method):
+    name = "ddpm"
+    default_lr = 2e-4
+    default_rampup_kimg = 640.0
+
+    def __init__(
+        self,
+        steps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        ddim_steps: int = 100,
+        eta: float = 0.0,
+    ):
+        if not 1 <= ddim_steps <= steps:
+            raise ValueError(f"ddim steps must be in [1, {steps}], got {ddim_steps}")
+        self.steps, self.ddim_steps, self.eta = steps, ddim_steps, eta
+        self.beta_start, self.beta_end = beta_start, beta_end
+        betas = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
+        self.alpha_bar = torch.cumprod(1 - betas, 0)
+
+    def build(self, cfg: UNetConfig):
+        return _DDPMNet(cfg, self.steps)
+
+    def loss(self, net, x, gen, batch, sl):
+        t = torch.randint(0, self.steps, (batch,), generator=gen)[sl]
+        eps = torch.randn((batch, *x.shape[1:]), generator=gen)[sl].to(x.device)
+        ab = self.alpha_bar[t].to(x.device, torch.float32).reshape(-1, 1, 1, 1)
+        xt = ab.sqrt() * x + (1 - ab).sqrt() * eps
+        pred = net(xt, t.to(x.device))
+        return ((pred - eps) ** 2).reshape(x.shape[0], -1).mean(1)
+
+    @torch.no_grad()
+    def sample(self, net, seeds, shape, device, dtype):
+        """DDIM: x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z."""
+        ts = np.linspace(0, self.steps - 1, self.ddim_steps).round().astype(int)[::-1]
+        noises = image_noise(seeds, shape, 1 + (len(ts) if self.eta > 0 else 0))
+        x = noises[0].to(device)
+        for k, t in enumerate(ts):
+            ab = float(self.alpha_bar[t])
+            ab_prev = float(self.alpha_bar[ts[k + 1]]) if k + 1 < len(ts) else 1.0
+            eps = net(x.to(dtype), torch.full((x.shape[0],), int(t), device=device)).double()
+            x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+            s = (
+                self.eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+                if k + 1 < len(ts)
+                else 0.0
+            )
+            x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - s * s, 0.0)) * eps
+            if s > 0:
+                x = x + s * noises[1 + k].to(device)
+        return x.clamp(-1, 1)
+
+    def options(self):
+        return {
+            "steps": self.steps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "ddim_steps": self.ddim_steps,
+            "eta": self.eta,
+        }
+
+
+def make_method(name: str, **options) -> Method:
+    """The method `name` with its options (sampler settings)."""
+    if name == "edm":
+        return EDMMethod(SamplerConfig(**options) if options else None)
+    if name == "otcfm":
+        return OTCFMMethod(**options)
+    if name == "ddpm":
+        return DDPMMethod(**options)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(METHODS)}")
+
+
+def net_to_dict(cfg) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def net_from_dict(method: str, d: dict):
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return OTCFMNet(**d) if method == "otcfm" else UNetConfig(**d)
