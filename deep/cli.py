@@ -1,4 +1,4 @@
-"""`stability deep retrain|train|generate`: the image-scale loop from the command line.
+"""`stability deep retrain|train|generate|evaluate`: the image-scale loop from the command line.
 
 Works the same under torchrun (multi-GPU DDP, or several CPU processes with gloo):
     torchrun --standalone --nproc_per_node 8 -m stability deep retrain --data cifar10=PATH ...
@@ -20,7 +20,10 @@ def _common(p):
 
 
 def retrain_parser():
-    p = _Parser(prog="stability deep retrain", description="Algorithm 1 with EDM on images.")
+    p = _Parser(
+        prog="stability deep retrain",
+        description="Algorithm 1 with EDM, OT-CFM or DDPM on images.",
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -30,7 +33,7 @@ def retrain_parser():
         "--resolution", type=int, default=None, help="image resolution (digits: upsampled to it)"
     )
     p.add_argument("--n", type=int, default=None, help="real images used (default: all)")
-    p.add_argument("--model", default="edm", help="edm")
+    p.add_argument("--model", default=None, help="edm (default) | otcfm | ddpm")
     p.add_argument("--net", default=None, help="auto | tiny | cifar10 | ffhq64")
     p.add_argument("--lam", default=None, help="lambda (a number >= 0 or inf)")
     p.add_argument("--policy", default=None, help="mix | accumulate | accumulate-subsample | fresh")
@@ -57,6 +60,19 @@ def retrain_parser():
     )
     p.add_argument("--sampler-steps", type=int, default=None, help="Heun steps (default 18)")
     p.add_argument("--s-churn", type=float, default=None, help="EDM stochasticity (default 0)")
+    p.add_argument("--ode-solver", default=None, help="OT-CFM sampling: dopri5 (default) | euler")
+    p.add_argument(
+        "--ode-tol", type=float, default=None, help="OT-CFM dopri5 rtol = atol (default 1e-5)"
+    )
+    p.add_argument("--ode-steps", type=int, default=None, help="OT-CFM Euler steps (default 100)")
+    p.add_argument(
+        "--ddim-steps", type=int, default=None, help="DDPM: DDIM sampling steps (default 100)"
+    )
+    p.add_argument(
+        "--features",
+        default=None,
+        help="feature space of FID/precision/recall: auto | digits | pixels | inception=FILE | none",
+    )
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--gen-batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -109,47 +125,57 @@ def main_retrain(argv) -> int:
 
 
 def train_parser():
-    p = _Parser(prog="stability deep train", description="Train (or fine-tune) EDM on images once.")
+    p = _Parser(
+        prog="stability deep train", description="Train (or fine-tune) a model on images once."
+    )
     p.add_argument("--data", required=True)
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--n", type=int, default=None)
+    p.add_argument("--model", default="edm", help="edm | otcfm | ddpm")
     p.add_argument("--net", default="auto")
     p.add_argument("--init", default=None, help="checkpoint to start from")
     p.add_argument("--kimg", type=float, required=True)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-rampup-kimg", type=float, default=10000.0)
+    p.add_argument(
+        "--lr", type=float, default=None, help="default: the model's (EDM 1e-3, others 2e-4)"
+    )
+    p.add_argument("--lr-rampup-kimg", type=float, default=None)
     p.add_argument("--ema-halflife-kimg", type=float, default=500.0)
     p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     _common(p)
     return p
 
 
+def _checkpoint_network(path, model: str):
+    """(model, network config) stored in one of this toolkit's checkpoints."""
+    from deep.methods import net_from_dict
+    from deep.train import FORMAT, load_weights
+
+    state = load_weights(path)
+    if state.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a checkpoint written by this toolkit (it stores the network size)"
+        )
+    stored = state.get("method", "edm")
+    if model is not None and stored != model:
+        raise ValueError(f"{path} holds a {stored} model, not {model}")
+    return stored, net_from_dict(stored, state["net_cfg"]), state
+
+
 def main_train(argv) -> int:
     from deep import dist
     from deep.data import load_images
     from deep.retrain import DeepConfig, net_config
-    from deep.train import Trainer, TrainOptions, load_weights
-    from deep.unet import UNetConfig
+    from deep.train import Trainer
 
     args = train_parser().parse_args(argv)
     if not args.kimg > 0:
         raise ValueError(f"kimg must be > 0, got {args.kimg}")
     data = load_images(args.data, resolution=args.resolution)
     images = data.images[: args.n] if args.n else data.images
-    net = net_config(DeepConfig(net=args.net), data.channels, data.resolution)
-    if args.init:
-        state = load_weights(args.init)
-        if state.get("format") == "retrain-stability/edm-v1":
-            net = UNetConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in state["net_cfg"].items()}
-            )
-        if (net.resolution, net.channels) != (data.resolution, data.channels):
-            raise ValueError(
-                f"checkpoint is for {net.channels}x{net.resolution}x{net.resolution} images, "
-                f"the data are {data.channels}x{data.resolution}x{data.resolution}"
-            )
-    opts = TrainOptions(
+    cfg = DeepConfig(
+        model=args.model,
+        net=args.net,
         batch=args.batch,
         lr=args.lr,
         lr_rampup_kimg=args.lr_rampup_kimg,
@@ -158,8 +184,19 @@ def main_train(argv) -> int:
         dtype=args.dtype,
         compile=args.compile,
     )
+    net = net_config(cfg, data.channels, data.resolution)
+    if args.init:
+        from deep.train import FORMAT, load_weights
+
+        if load_weights(args.init).get("format") == FORMAT:
+            _, net, _ = _checkpoint_network(args.init, args.model)
+        if (net.resolution, net.channels) != (data.resolution, data.channels):
+            raise ValueError(
+                f"checkpoint is for {net.channels}x{net.resolution}x{net.resolution} images, "
+                f"the data are {data.channels}x{data.resolution}x{data.resolution}"
+            )
     dist.init(args.device)
-    trainer = Trainer(net, opts, args.seed or 0)
+    trainer = Trainer(net, cfg.train_options(), args.seed or 0, cfg.method())
     if args.init:
         trainer.load(args.init, resume=False)
     loss = trainer.train(images, args.kimg, progress=sys.stderr.isatty())
@@ -171,16 +208,21 @@ def main_train(argv) -> int:
 
 
 def generate_parser():
-    p = _Parser(
-        prog="stability deep generate", description="Generate images with EDM's Heun sampler."
-    )
+    p = _Parser(prog="stability deep generate", description="Generate images from a checkpoint.")
     p.add_argument("--ckpt", required=True, help="checkpoint (.pt from this toolkit)")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument(
         "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + n - 1"
     )
-    p.add_argument("--steps", type=int, default=18)
-    p.add_argument("--s-churn", type=float, default=0.0)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampler steps (EDM Heun 18, OT-CFM Euler 100 when --ode-solver euler, DDIM 100)",
+    )
+    p.add_argument("--s-churn", type=float, default=0.0, help="EDM stochasticity")
+    p.add_argument("--ode-solver", default="dopri5", help="OT-CFM: dopri5 | euler")
+    p.add_argument("--ode-tol", type=float, default=1e-5)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--out", required=True, help="FILE.zip or an empty/new folder of PNGs")
     _common(p)
@@ -190,31 +232,28 @@ def generate_parser():
 def main_generate(argv) -> int:
     from deep import dist
     from deep.data import save_png_folder, save_zip
-    from deep.edm import SamplerConfig
-    from deep.train import Trainer, TrainOptions, load_weights
-    from deep.unet import UNetConfig
+    from deep.methods import make_method
+    from deep.train import Trainer, TrainOptions
 
     args = generate_parser().parse_args(argv)
     if args.n < 1:
         raise ValueError(f"n must be >= 1, got {args.n}")
-    state = load_weights(args.ckpt)
-    if state.get("format") != "retrain-stability/edm-v1":
-        raise ValueError(
-            "generate needs a checkpoint written by this toolkit (it stores the network size)"
+    model, net, _ = _checkpoint_network(args.ckpt, None)
+    if model == "edm":
+        method = make_method("edm", steps=args.steps or 18, s_churn=args.s_churn)
+    elif model == "otcfm":
+        method = make_method(
+            "otcfm", solver=args.ode_solver, tol=args.ode_tol, euler_steps=args.steps or 100
         )
-    net = UNetConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in state["net_cfg"].items()}
-    )
+    else:
+        method = make_method("ddpm", ddim_steps=args.steps or 100)
     dist.init(args.device)
-    trainer = Trainer(net, TrainOptions(device=args.device, dtype=args.dtype), args.seed or 0)
+    trainer = Trainer(
+        net, TrainOptions(device=args.device, dtype=args.dtype), args.seed or 0, method
+    )
     trainer.load(args.ckpt)
     seeds = list(range(args.first_seed, args.first_seed + args.n))
-    images = trainer.generate(
-        seeds,
-        SamplerConfig(steps=args.steps, s_churn=args.s_churn),
-        args.batch,
-        progress=sys.stderr.isatty(),
-    )
+    images = trainer.generate(seeds, None, args.batch, progress=sys.stderr.isatty())
     if dist.is_main():
         (save_zip if args.out.endswith(".zip") else save_png_folder)(images, args.out)
         print(f"wrote {len(images)} images to {args.out}")
@@ -222,13 +261,74 @@ def main_generate(argv) -> int:
     return 0
 
 
+def evaluate_parser():
+    p = _Parser(
+        prog="stability deep evaluate",
+        description="FID, precision and recall of generated images against real ones.",
+    )
+    p.add_argument(
+        "--real", required=True, help="real images: a data spec (digits, cifar10=PATH, folder=...)"
+    )
+    p.add_argument(
+        "--generated", required=True, help="generated images: a data spec or a .zip/folder path"
+    )
+    p.add_argument("--features", default="auto", help="auto | digits | pixels | inception=FILE")
+    p.add_argument(
+        "--k", type=int, default=3, help="neighbours of the precision/recall radii (default 3)"
+    )
+    p.add_argument(
+        "--include-self",
+        action="store_true",
+        help="k counts the point itself, strict inequality (the convention of the paper's package)",
+    )
+    p.add_argument("--n-real", type=int, default=None, help="use the first N real images")
+    p.add_argument("--cache", default=None, help="folder for cached features (default: none)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def main_evaluate(argv) -> int:
+    import tempfile
+
+    from deep.data import load_images
+    from deep.metrics import evaluate, make_extractor
+
+    args = evaluate_parser().parse_args(argv)
+    real = load_images(args.real, limit=args.n_real)
+    gen = load_images(args.generated, resolution=real.resolution, channels=real.channels)
+    spec = args.features
+    if spec == "auto":
+        spec = "digits" if args.real.startswith("digits") else "pixels"
+    cache = args.cache or tempfile.mkdtemp(prefix="stability-features-")
+    extractor = make_extractor(spec, real=real, cache_dir=cache, device=args.device)
+    out = evaluate(real.images, gen.images, extractor, k=args.k, include_self=args.include_self)
+    out["features"] = spec
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"FID {_fmt(out['fid'])}  precision {_fmt(out['precision'])}  recall {_fmt(out['recall'])}"
+            f"  ({out['n_generated']} generated vs {out['n_real']} real, features {spec})"
+        )
+    return 0
+
+
+COMMANDS = {
+    "retrain": main_retrain,
+    "train": main_train,
+    "generate": main_generate,
+    "evaluate": main_evaluate,
+}
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("retrain", "train", "generate"):
-        raise ValueError("usage: stability deep retrain|train|generate ... (see --help of each)")
+    if not argv or argv[0] not in COMMANDS:
+        raise ValueError(
+            "usage: stability deep retrain|train|generate|evaluate ... (see --help of each)"
+        )
     try:
         import torch  # noqa: F401
     except ImportError:
         raise ValueError("stability deep needs the torch extra: pip install '.[torch]'") from None
-    return {"retrain": main_retrain, "train": main_train, "generate": main_generate}[argv[0]](
-        argv[1:]
-    )
+    return COMMANDS[argv[0]](argv[1:])

@@ -24,10 +24,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from deep import dist
-from deep.edm import SamplerConfig
-from deep.train import Trainer, TrainOptions, load_weights
+from deep.methods import METHODS, OTCFMNet, make_method, net_from_dict
+from deep.train import FORMAT, Trainer, TrainOptions, load_weights
 from deep.unet import UNetConfig
 from simulations.runfolder import RunFolder, atomic_write_text, summary_rows, write_summary
 from stability.errors import check_lam, check_n
@@ -72,10 +73,15 @@ class DeepConfig:
     fixed_seeds: bool = False
     sampler_steps: int = 18
     s_churn: float = 0.0
+    ode_solver: str = "dopri5"
+    ode_tol: float = 1e-5
+    ode_steps: int = 100
+    ddim_steps: int = 100
+    features: str = "auto"
     gen_batch: int = 256
     batch: int = 256
-    lr: float = 1e-3
-    lr_rampup_kimg: float = 10000.0
+    lr: float | None = None
+    lr_rampup_kimg: float | None = None
     ema_halflife_kimg: float = 500.0
     rampup: str = "restart"
     n_fresh: int | None = None
@@ -93,11 +99,26 @@ class DeepConfig:
             d.pop(k)
         return d
 
+    def method(self):
+        """The model family with its sampler settings (deep.methods)."""
+        if self.model == "edm":
+            return make_method("edm", steps=self.sampler_steps, s_churn=self.s_churn)
+        if self.model == "otcfm":
+            return make_method(
+                "otcfm", solver=self.ode_solver, tol=self.ode_tol, euler_steps=self.ode_steps
+            )
+        if self.model == "ddpm":
+            return make_method("ddpm", ddim_steps=self.ddim_steps)
+        raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(METHODS)}")
+
     def train_options(self) -> TrainOptions:
+        method = self.method()
         return TrainOptions(
             batch=self.batch,
-            lr=self.lr,
-            lr_rampup_kimg=self.lr_rampup_kimg,
+            lr=self.lr if self.lr is not None else method.default_lr,
+            lr_rampup_kimg=self.lr_rampup_kimg
+            if self.lr_rampup_kimg is not None
+            else method.default_rampup_kimg,
             ema_halflife_kimg=self.ema_halflife_kimg,
             rampup=self.rampup,
             device=self.device,
@@ -128,24 +149,43 @@ def quick_config(**overrides) -> DeepConfig:
     return DeepConfig(**base)
 
 
-def net_config(cfg: DeepConfig, channels: int, resolution: int) -> UNetConfig:
-    """The U-Net of the run: named configuration, or the one stored in an init checkpoint."""
+def net_config(cfg: DeepConfig, channels: int, resolution: int):
+    """The network of the run: the paper's configuration by data set, or `tiny` for CPUs.
+
+    EDM and DDPM use the DDPM++ U-Net (UNetConfig); OT-CFM uses torchcfm's U-Net (OTCFMNet).
+    """
     name = cfg.net
     if name == "auto":
-        name = (
-            "cifar10"
-            if resolution == 32 and channels == 3
-            else "ffhq64"
-            if resolution == 64
-            else "tiny"
+        paper = (resolution, channels) in ((32, 3), (64, 3)) and not (
+            cfg.model == "otcfm" and resolution == 64
         )
-    if name == "tiny":
-        return UNetConfig.tiny(resolution, channels)
-    net = UNetConfig.cifar10() if name == "cifar10" else UNetConfig.ffhq64()
+        name = ("cifar10" if resolution == 32 else "ffhq64") if paper else "tiny"
+    if cfg.model == "otcfm":
+        if name == "ffhq64":
+            raise ValueError(
+                "OT-CFM has the paper's CIFAR-10 network only; use --net cifar10 or tiny"
+            )
+        net = OTCFMNet.tiny(resolution, channels) if name == "tiny" else OTCFMNet.cifar10()
+    elif name == "tiny":
+        net = UNetConfig.tiny(resolution, channels)
+    else:
+        net = UNetConfig.cifar10() if name == "cifar10" else UNetConfig.ffhq64()
+        if cfg.model == "ddpm":  # the network predicts eps; no augmentation labels
+            net = UNetConfig(
+                net.resolution,
+                net.channels,
+                net.model_channels,
+                net.channel_mult,
+                net.channel_mult_emb,
+                net.num_blocks,
+                net.attn_resolutions,
+                net.dropout,
+                0,
+            )
     if (net.resolution, net.channels) != (resolution, channels):
         raise ValueError(
-            f"network {name} is for {net.channels}x{net.resolution}x{net.resolution} images, the data are "
-            f"{channels}x{resolution}x{resolution}"
+            f"network {name} is for {net.channels}x{net.resolution}x{net.resolution} images, "
+            f"the data are {channels}x{resolution}x{resolution}"
         )
     return net
 
@@ -153,15 +193,17 @@ def net_config(cfg: DeepConfig, channels: int, resolution: int) -> UNetConfig:
 def _validate(cfg: DeepConfig):
     from deep.data import load_images
 
-    if cfg.model != "edm":
-        raise ValueError(f"model {cfg.model!r} is not available yet; choose edm")
+    if cfg.model not in METHODS:
+        raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(METHODS)}")
     if cfg.net not in NETS:
         raise ValueError(f"unknown network {cfg.net!r}; choose one of {', '.join(NETS)}")
     lam = check_lam(cfg.lam)
     check_n(cfg.iterations, "iterations", minimum=1)
-    for name in ("kimg", "lr", "batch"):
+    for name in ("kimg", "batch"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if cfg.init_kimg < 0:
         raise ValueError(f"init-kimg must be >= 0, got {cfg.init_kimg}")
     if cfg.init is None and cfg.init_kimg == 0:
@@ -177,16 +219,19 @@ def _validate(cfg: DeepConfig):
     net = net_config(cfg, data.channels, data.resolution)
     if cfg.init is not None:
         state = load_weights(cfg.init)
-        if state.get("format") == "retrain-stability/edm-v1":
+        if state.get("format") == FORMAT:
+            if state.get("method", "edm") != cfg.model:
+                raise ValueError(
+                    f"checkpoint {Path(cfg.init).name} holds a {state.get('method')} model, not {cfg.model}"
+                )
             stored = state["net_cfg"]
             if (stored["resolution"], stored["channels"]) != (data.resolution, data.channels):
                 raise ValueError(
                     f"checkpoint {Path(cfg.init).name} is for {stored['channels']}x{stored['resolution']}"
-                    f"x{stored['resolution']} images, the data are {data.channels}x{data.resolution}x{data.resolution}"
+                    f"x{stored['resolution']} images, the data are "
+                    f"{data.channels}x{data.resolution}x{data.resolution}"
                 )
-            net = UNetConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
-            )
+            net = net_from_dict(cfg.model, stored)
     cfg.train_options()
     return data, n, policy, net
 
@@ -238,10 +283,7 @@ class _Phased:
             return self._generated[t]
         path = self.folder.file("generated", f"gen_t{t}.zip")
         if not path.exists():
-            sampler = SamplerConfig(steps=self.cfg.sampler_steps, s_churn=self.cfg.s_churn)
-            images = self.trainer.generate(
-                self.seeds(t), sampler, self.cfg.gen_batch, self.progress
-            )
+            images = self.trainer.generate(self.seeds(t), None, self.cfg.gen_batch, self.progress)
             if dist.is_main():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_zip(images, path)
@@ -292,17 +334,21 @@ def run_deep(
     real = ImageSet(data.images[:n])
     n_gen = cfg.n_gen or max(n, synthetic_count(policy.lam, n))
     n_gen = max(n_gen, synthetic_count(policy.lam, n))
-    trainer = Trainer(net, cfg.train_options(), cfg.seed)
+    trainer = Trainer(net, cfg.train_options(), cfg.seed, cfg.method())
     model = _Phased(cfg, trainer, folder, n_gen, progress)
     hooks = {**default_hooks(), **(hooks or {})}
     metrics_path = folder.file("metrics.json")
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    scorer = _ImageScorer(cfg, data, real, folder)
+    drift = _ParameterDrift(cfg, net, folder)
 
     def record(t, wrapped, train_data):
         key = str(t)
         if key not in metrics:
             gen = model.generated(t)
             row = {"loss": model.losses.get(t, float("nan")), "train_images": train_data.size}
+            row.update(drift(trainer))
+            row.update(scorer(gen))
             for name, fn in hooks.items():
                 row[name] = float(fn(gen, real.x))
             metrics[key] = row
@@ -332,6 +378,81 @@ def run_deep(
         result["figures"] = _figures(folder, metrics, model, cfg)
     dist.barrier()
     return result
+
+
+def resolve_features(cfg: DeepConfig) -> str:
+    """The feature space of the image metrics: `auto` is the digits network on digits, none
+    elsewhere (FID on natural images needs --features inception=FILE, a local weights file)."""
+    if cfg.features == "auto":
+        return "digits" if cfg.data.startswith("digits") else "none"
+    return cfg.features
+
+
+class _ImageScorer:
+    """FID, precision and recall of generated images against the real ones (deep.metrics),
+    in the feature space of the run; the real images' features are computed once."""
+
+    def __init__(self, cfg: DeepConfig, data, real: ImageSet, folder: RunFolder):
+        self.spec = resolve_features(cfg)
+        self.cfg, self.data, self.real, self.folder = cfg, data, real, folder
+        self._extractor = None
+        self._real_features = None
+
+    def __call__(self, gen: np.ndarray) -> dict:
+        if self.spec == "none":
+            return {}
+        from deep.metrics import evaluate, make_extractor
+
+        if self._extractor is None:
+            subset = self.data.subset(np.arange(self.real.size))
+            with torch.random.fork_rng():
+                self._extractor = make_extractor(
+                    self.spec,
+                    real=subset,
+                    cache_dir=self.folder.file("features"),
+                    device=self.cfg.device,
+                )
+                self._real_features = self._extractor(self.real.x)
+        with torch.random.fork_rng():
+            out = evaluate(self.real.x, gen, self._extractor, real_features=self._real_features)
+        return {k: float(out[k]) for k in ("fid", "precision", "recall")}
+
+
+class _ParameterDrift:
+    """||theta_t - theta_0|| / sqrt(p) (Figure 8), and the same distance from theta_0 to a
+    fresh random initialisation (the figure's dashed reference line)."""
+
+    def __init__(self, cfg: DeepConfig, net, folder: RunFolder):
+        self.cfg, self.net, self.folder = cfg, net, folder
+        self._theta0 = None
+        self._to_random = None
+
+    @staticmethod
+    def _flat(state: dict) -> torch.Tensor:
+        return torch.cat(
+            [
+                v.detach().flatten().double().cpu()
+                for k, v in sorted(state.items())
+                if v.is_floating_point() and not k.endswith("resample_filter")
+            ]
+        )
+
+    def __call__(self, trainer: Trainer) -> dict:
+        now = self._flat(trainer.net.state_dict())
+        if self._theta0 is None:
+            path = self.folder.file("checkpoints", "train_t0.pt")
+            self._theta0 = self._flat(load_weights(path)["net"]) if path.exists() else now
+            with torch.random.fork_rng():  # leave the global stream as it was
+                torch.manual_seed(self.cfg.seed + 7919)  # a fixed "random initialisation"
+                fresh = self.cfg.method().build(self.net)
+            self._to_random = float(
+                (self._flat(fresh.state_dict()) - self._theta0).norm() / math.sqrt(now.numel())
+            )
+        scale = math.sqrt(now.numel())
+        return {
+            "param_distance": float((now - self._theta0).norm() / scale),
+            "param_distance_random_init": self._to_random,
+        }
 
 
 def _figures(folder: RunFolder, metrics: dict, model: _Phased, cfg: DeepConfig) -> list[str]:
