@@ -289,8 +289,6 @@ def evaluate_parser():
 
 
 def main_evaluate(argv) -> int:
-    import tempfile
-
     from deep.data import load_images
     from deep.metrics import evaluate, make_extractor
 
@@ -300,8 +298,8 @@ def main_evaluate(argv) -> int:
     spec = args.features
     if spec == "auto":
         spec = "digits" if args.real.startswith("digits") else "pixels"
-    cache = args.cache or tempfile.mkdtemp(prefix="stability-features-")
-    extractor = make_extractor(spec, real=real, cache_dir=cache, device=args.device)
+    # Without --cache the digits network is retrained (a few seconds) rather than left in /tmp.
+    extractor = make_extractor(spec, real=real, cache_dir=args.cache, device=args.device)
     out = evaluate(real.images, gen.images, extractor, k=args.k, include_self=args.include_self)
     out["features"] = spec
     if args.json:

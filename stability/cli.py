@@ -82,6 +82,48 @@ def cmd_deep(args) -> int:
     return deep_main(args.rest)
 
 
+def _add_reproduce(sub):
+    p = sub.add_parser("reproduce", help="verify and reproduce the paper, and write a report")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_const", dest="size", const="quick", help="a few minutes (default)"
+    )
+    size.add_argument(
+        "--full",
+        action="store_const",
+        dest="size",
+        const="full",
+        help="the paper's sizes where a CPU allows",
+    )
+    size.add_argument(
+        "--tiny", action="store_const", dest="size", const="tiny", help=argparse.SUPPRESS
+    )
+    p.add_argument("--out", default="reproduction", help="report folder (default ./reproduction)")
+    p.add_argument("--only", nargs="+", default=None, help="theory | gaussian | 2d | deep")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(size="quick", func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    from simulations.reproduce import PARTS, reproduce
+
+    for part in args.only or []:
+        if part not in PARTS:
+            raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+    res = reproduce(
+        args.out, size=args.size, only=args.only, seed=args.seed, progress=sys.stderr.isatty()
+    )
+    for s in res["sections"]:
+        print(f"[{s['verdict']}] {s['title']}: {s['summary'][:160]}")
+    skipped = res["meta"]["skipped"]
+    if skipped:
+        print(f"skipped (extras not installed or not selected): {', '.join(skipped)}")
+    print(
+        f"wrote {args.out}/report.md, report.html and results.json ({res['meta']['seconds']:.0f} s)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stability", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -90,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jacobian(sub)
     _add_simulate(sub)
     _add_deep(sub)
+    _add_reproduce(sub)
     return parser
 
 

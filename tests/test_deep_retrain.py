@@ -47,6 +47,12 @@ def test_run_folder(tiny_run):
     # mix with lambda = 0.5: n real images plus floor(0.5 n) generated ones after t = 0.
     assert [metrics[t]["train_images"] for t in ("0", "1", "2")] == [96, 144, 144]
     assert all(math.isfinite(metrics[t]["loss"]) for t in metrics)
+    # Digits data: FID and precision/recall in the digits network's feature space.
+    for row in metrics.values():
+        assert row["fid"] > 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+    # The weights' distance to the first trained network: 0 at t = 0, then growing.
+    assert metrics["0"]["param_distance"] == 0 < metrics["1"]["param_distance"]
+    assert metrics["1"]["param_distance"] < metrics["1"]["param_distance_random_init"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["options"]["lam"] == 0.5 and cfg["options"]["rampup"] == "restart"
     for f in result["figures"]:
@@ -159,6 +165,34 @@ def test_init_from_a_checkpoint_and_generate(cli, tmp_path):
     # A checkpoint for 16x16 images refuses 32x32 data.
     proc = cli("deep", "retrain", "--data", "digits:32", "--init", ck, "--out", tmp_path / "bad")
     assert proc.returncode == 2 and "16x16" in proc.stderr and not (tmp_path / "bad").exists()
+
+
+def test_evaluate_command(cli, tmp_path):
+    """Real digits against themselves: FID 0 and full precision/recall; against their mirror
+    images (flipped left-right): a positive FID."""
+    from deep.data import save_zip
+
+    real = load_images("digits:16", limit=200).images
+    save_zip(real, tmp_path / "same.zip")
+    save_zip(real[..., ::-1].copy(), tmp_path / "mirror.zip")
+    res = {}
+    for name in ("same", "mirror"):
+        proc = cli(
+            "deep", "evaluate", "--real", "digits:16", "--n-real", "200",
+            "--generated", tmp_path / f"{name}.zip", "--features", "pixels", "--json",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        res[name] = json.loads(proc.stdout)
+    assert abs(res["same"]["fid"]) < 1e-6
+    assert res["same"]["precision"] == res["same"]["recall"] == 1.0
+    assert res["mirror"]["fid"] > 1.0 and res["mirror"]["n_generated"] == 200
+    proc = cli("deep", "evaluate", "--real", "digits:16", "--generated", tmp_path / "none.zip")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    proc = cli(
+        "deep", "evaluate", "--real", "digits:16", "--generated", tmp_path / "same.zip",
+        "--features", "inception=/no/such.pth",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "such.pth" in proc.stderr
 
 
 @pytest.mark.parametrize(
