@@ -1,4 +1,4 @@
-"""`stability deep retrain|train|generate|evaluate`: the image-scale loop from the command line.
+"""`stability deep retrain|train|generate|evaluate|compare`: the image-scale loop from the command line.
 
 Works the same under torchrun (multi-GPU DDP, or several CPU processes with gloo):
     torchrun --standalone --nproc_per_node 8 -m stability deep retrain --data cifar10=PATH ...
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from stability.cli import _fmt, _Parser
 
@@ -312,18 +313,41 @@ def main_evaluate(argv) -> int:
     return 0
 
 
+def compare_parser():
+    p = _Parser(
+        prog="stability deep compare",
+        description="Overlay FID/precision/recall/parameter distance of several runs (Figure 2).",
+    )
+    p.add_argument("runs", nargs="+", help="run folders of stability deep retrain")
+    p.add_argument("--out", required=True, help="folder for compare.png and compare.csv")
+    return p
+
+
+def main_compare(argv) -> int:
+    from deep.retrain import compare_runs
+
+    args = compare_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out!r} exists and is not a folder")
+    res = compare_runs(args.runs, out)
+    print(f"wrote {res['figure']} and {res['csv']}")
+    return 0
+
+
 COMMANDS = {
     "retrain": main_retrain,
     "train": main_train,
     "generate": main_generate,
     "evaluate": main_evaluate,
+    "compare": main_compare,
 }
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         raise ValueError(
-            "usage: stability deep retrain|train|generate|evaluate ... (see --help of each)"
+            "usage: stability deep retrain|train|generate|evaluate|compare ... (see --help of each)"
         )
     try:
         import torch  # noqa: F401

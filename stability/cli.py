@@ -66,7 +66,9 @@ def _add_simulate(sub):
 
 def _add_deep(sub):
     p = sub.add_parser(
-        "deep", help="the retraining loop at image scale (EDM): retrain, train, generate"
+        "deep",
+        help="the retraining loop at image scale (EDM, OT-CFM, DDPM): retrain, train, generate, "
+        "evaluate, compare",
     )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_deep)

@@ -60,6 +60,19 @@ def test_run_folder(tiny_run):
     assert "loss" in (out / "summary.csv").read_text()
 
 
+def test_compare_runs(tiny_run, cli, tmp_path):
+    _, out = tiny_run
+    proc = cli("deep", "compare", out, out, "--out", tmp_path / "cmp")
+    assert proc.returncode == 0, proc.stderr
+    rows = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()
+    # 2 runs x 3 iterations x (fid, precision, recall, param_distance)
+    assert rows[0] == "run,model,policy,lam,t,metric,value" and len(rows) == 1 + 2 * 3 * 4
+    assert (tmp_path / "cmp" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = cli("deep", "compare", tmp_path, "--out", tmp_path / "cmp2")
+    assert proc.returncode == 2 and "not a deep run folder" in proc.stderr
+    assert not (tmp_path / "cmp2").exists()
+
+
 def test_resume_replays_finished_phases(tiny_run, tmp_path, monkeypatch):
     _, reference = tiny_run
     calls = {"train": 0}
