@@ -1,6 +1,6 @@
 """The `stability` command line.
 
-Subcommands: check, alpha, jacobian, simulate. Bad usage prints one line on stderr and exits 2
+Subcommands: check, alpha, jacobian, simulate, deep, reproduce, sweep, collect. Bad usage prints one line on stderr and exits 2
 (DESIGN.md); a check that could not run makes `stability check` exit 1.
 """
 
@@ -126,6 +126,31 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _add_sweep(sub):
+    p = sub.add_parser(
+        "sweep", help="run a grid of runs (a TOML spec) locally or on a Slurm cluster"
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser(
+        "collect", help="gather run folders and sweeps into one tidy table with figures"
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_collect)
+
+
+def cmd_sweep(args) -> int:
+    from simulations.sweep_cli import main_sweep
+
+    return main_sweep(args.rest)
+
+
+def cmd_collect(args) -> int:
+    from simulations.sweep_cli import main_collect
+
+    return main_collect(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stability", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -135,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_deep(sub)
     _add_reproduce(sub)
+    _add_sweep(sub)
     return parser
 
 

@@ -227,13 +227,86 @@ def test_torchrun_command_for_multi_gpu_cells():
     cell = sw.SlurmCell("c", ["deep", "retrain", "--out", "o"], "log", "torchrun", 4)
     single = cell.command()
     assert single[1:6] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--standalone"]
-    assert single[-6:] == ["-m", "stability", "deep", "retrain", "--out", "o"]
+    assert single[-3:] == ["-m", "simulations.sweep", '["deep", "retrain", "--out", "o"]']
     multi = cell.command(nnodes=2, node=1, master="node07", job_id="1234_5")
     assert multi[multi.index("--node_rank") + 1] == "1"
     assert multi[multi.index("--master_addr") + 1] == "node07"
     assert "--standalone" not in multi
     plain = sw.SlurmCell("c", ["simulate", "gaussian"], "log").command()
     assert plain == [sys.executable, "-m", "stability", "simulate", "gaussian"]
+
+
+def test_the_json_entry_point_runs_the_stability_cli(capsys):
+    # What torchrun starts in each process of a multi-GPU cell.
+    assert sw._main_json(['["alpha", "10", "--json"]']) == 0
+    assert json.loads(capsys.readouterr().out)["alpha"] == pytest.approx(0.9726592741215881)
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_a_deep_retrain_cell_on_two_processes_under_torchrun(tmp_path):
+    # gpus_per_node = 2 launches the cell with torchrun (gloo on this CPU), through submitit's
+    # local executor: the multi-GPU path of a Slurm cluster, about 20 s on 2 cores.
+    pytest.importorskip("submitit")
+    pytest.importorskip("torch")
+    options = dict(
+        data="digits:16", net="tiny", n=96, iterations=2, kimg=0.064, init_kimg=0.128,
+        batch=16, lr=2e-3, lr_rampup_kimg=0.0, ema_halflife_kimg=0.05, n_gen=48,
+        sampler_steps=4, gen_batch=48,
+    )  # fmt: skip
+    spec = sw.parse_spec(
+        {
+            "command": "deep retrain",
+            "options": options,
+            "axes": {"lam": [0.5]},
+            "slurm": {"cluster": "local", "gpus_per_node": 2, "timeout_min": 10},
+        }
+    )
+    report = sw.run_sweep(spec, tmp_path / "out", executor="slurm", poll_s=0.5)
+    assert report.ok, report.lines()
+    log = (tmp_path / "out" / "logs" / "lam=0.5.log").read_text()
+    assert "torch.distributed.run --nproc_per_node 2 --standalone" in log
+    assert (tmp_path / "out" / "lam=0.5" / "summary.csv").exists()
+
+
+def fake_slurm(tmp_path, monkeypatch, sbatch: str, sacct: str = "") -> None:
+    """sbatch, srun and sacct on PATH as small shell scripts (no cluster in the tests)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in [("sbatch", sbatch), ("srun", "exit 0"), ("sacct", sacct or "exit 0")]:
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_refused_submission_is_a_one_line_error(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    fake_slurm(tmp_path, monkeypatch, 'echo "sbatch: error: invalid partition: gpux" >&2; exit 1')
+    spec = sw.parse_spec(
+        {"command": "simulate gaussian", "axes": {"lam": [1]}, "slurm": {"slurm_partition": "gpux"}}
+    )
+    with pytest.raises(ValueError, match="submitting to slurm failed: .*invalid partition: gpux"):
+        sw.run_sweep(spec, tmp_path / "out", executor="slurm")
+    assert status_of(tmp_path / "out")["lam=1"]["status"] == "pending"
+    script = next((tmp_path / "out" / "slurm").glob(".submission_file_*.sh")).read_text()
+    assert "#SBATCH --partition=gpux" in script and "#SBATCH --signal=USR2@90" in script
+
+
+def test_a_rerun_follows_slurm_jobs_still_queued(tmp_path, monkeypatch):
+    # An earlier invocation submitted two jobs and was stopped; one is still running.
+    pytest.importorskip("submitit")
+    sacct = 'echo "JobID|State|NodeList"; echo "1234_0|RUNNING|n1"; echo "1234_1|FAILED|n1"'
+    fake_slurm(tmp_path, monkeypatch, "exit 1", sacct)
+    spec = gaussian_spec()
+    out = tmp_path / "out"
+    cells = sw.expand(spec, out)
+    status = sw.SweepStatus(out.absolute(), spec, cells, None)
+    for cell, job in zip(cells, ("1234_0", "1234_1")):
+        status.update(cell.name, save=False, status="running", job_id=job)
+    status.save()
+    status = sw.SweepStatus(out.absolute(), spec, cells, sw.read_status(out))
+    followed = sw._reattach(status, cells, out.absolute() / "slurm" / "%j")
+    assert list(followed) == ["lam=0.5"] and followed["lam=0.5"].job_id == "1234_0"
 
 
 def test_checkpoint_requeues_the_same_call():
@@ -369,9 +442,6 @@ def test_failed_cells_are_retried_and_recorded(tmp_path, capsys):
 
 def test_bad_input_at_run_time_fails_once_with_the_commands_message(tmp_path, capsys):
     # n = 1 passes the parser but the command rejects it (exit 2): retrying cannot help.
-    spec = sw.parse_spec(
-        {"command": "simulate gaussian", "options": dict(TINY), "axes": {"n": [1, 5]}}
-    )
     spec_file = tmp_path / "s.toml"
     spec_file.write_text(
         'command = "simulate gaussian"\n[options]\nruns = 20\niterations = 3\n[axes]\nn = [1, 5]\n'
@@ -385,7 +455,6 @@ def test_bad_input_at_run_time_fails_once_with_the_commands_message(tmp_path, ca
     assert status_of(out)["n=5"]["status"] == "done"
     assert not (out / "n=1").exists()  # the command wrote nothing, as it promises
     assert "n must be >= 2" in (out / "logs" / "n=1.log").read_text()
-    del spec
 
 
 def test_each_cell_gets_its_share_of_the_cores(tmp_path, monkeypatch):
@@ -516,6 +585,10 @@ def test_collect_skips_unfinished_cells(two_workers, tmp_path, capsys):
     assert main_collect([str(copy)]) == 0
     assert "skipped unfinished" in capsys.readouterr().err
     assert (copy / "results.csv").exists()
+    # A folder holding the sweep finds it (with its axes), not its cells as loose runs.
+    result = sw.collect([tmp_path], tmp_path / "t.csv", figures=False)
+    rows = result.table.read_text().splitlines()[1:]
+    assert result.runs == 2 and {r.split(",")[0] for r in rows} == {"lam=0.5", "lam=inf"}
 
 
 def test_collect_writes_parquet_when_pyarrow_is_installed(two_workers, tmp_path):
@@ -525,3 +598,27 @@ def test_collect_writes_parquet_when_pyarrow_is_installed(two_workers, tmp_path)
     assert table.num_rows == result.rows and table.column_names == result.columns
     assert str(table.schema.field("mean").type) == "double"
     assert str(table.schema.field("t").type) == "int64"
+
+
+def test_the_stability_command_line_runs_sweep_and_collect(tmp_path, capsys):
+    # Through the top-level CLI: bad specs are one line and exit 2, nothing written.
+    from stability.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('command = "simulate gaussian"\n[axes]\nlam = []\n')
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lam" in err
+    assert not (tmp_path / "o").exists()
+    good = tmp_path / "good.toml"
+    good.write_text(
+        'command = "simulate gaussian"\n[options]\nruns = 20\niterations = 2\n[axes]\nlam = [0, 1]\n'
+    )
+    assert main(["sweep", str(good), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert "2 cells" in capsys.readouterr().out and not (tmp_path / "o").exists()
+    assert main(["sweep", str(good), "--out", str(tmp_path / "o"), "--workers", "1"]) == 0
+    assert main(["collect", str(tmp_path / "o")]) == 0
+    rows = (tmp_path / "o" / "results.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:2] == ["run", "command"] and "lam" in header and len(rows) == 1 + 36
+    assert main(["collect", str(tmp_path / "nothing")]) == 2
