@@ -70,6 +70,11 @@ def retrain_parser():
         "--ddim-steps", type=int, default=None, help="DDPM: DDIM sampling steps (default 100)"
     )
     p.add_argument(
+        "--no-ddim-clip",
+        action="store_true",
+        help="DDPM: do not clamp the denoised estimate x0 to [-1, 1] at each DDIM step",
+    )
+    p.add_argument(
         "--features",
         default=None,
         help="feature space of FID/precision/recall: auto | digits | pixels | inception=FILE | none",
@@ -99,8 +104,11 @@ def main_retrain(argv) -> int:
     given = {
         k: v
         for k, v in vars(args).items()
-        if v is not None and k not in ("quick", "out", "json", "fixed_seeds", "compile")
+        if v is not None
+        and k not in ("quick", "out", "json", "fixed_seeds", "compile", "no_ddim_clip")
     }
+    if args.no_ddim_clip:
+        given["ddim_clip"] = False
     if "lam" in given:
         given["lam"] = parse_lam(given["lam"])
     if args.fixed_seeds:

@@ -222,10 +222,12 @@ class DDPMMethod(Method):
         beta_end: float = 0.02,
         ddim_steps: int = 100,
         eta: float = 0.0,
+        clip_denoised: bool = True,
     ):
         if not 1 <= ddim_steps <= steps:
             raise ValueError(f"ddim steps must be in [1, {steps}], got {ddim_steps}")
         self.steps, self.ddim_steps, self.eta = steps, ddim_steps, eta
+        self.clip_denoised = bool(clip_denoised)
         self.beta_start, self.beta_end = beta_start, beta_end
         betas = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
         self.alpha_bar = torch.cumprod(1 - betas, 0)
@@ -243,7 +245,14 @@ class DDPMMethod(Method):
 
     @torch.no_grad()
     def sample(self, net, seeds, shape, device, dtype):
-        """DDIM: x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z."""
+        """DDIM: x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z.
+
+        Song et al. 2021 eq (12). With clip_denoised (the default, as in Ho et al.'s and
+        ddpm-torch's samplers) x0_hat is clamped to the data range [-1, 1] and eps_hat re-derived
+        from it, so that the 1/sqrt(ab) amplification of the network's error at high noise
+        cannot throw a sample out of range for good.
+        seeds: N ints; shape: (C, H, W); returns (N, C, H, W) in [-1, 1].
+        """
         ts = np.linspace(0, self.steps - 1, self.ddim_steps).round().astype(int)[::-1]
         noises = image_noise(seeds, shape, 1 + (len(ts) if self.eta > 0 else 0))
         x = noises[0].to(device)
@@ -252,6 +261,9 @@ class DDPMMethod(Method):
             ab_prev = float(self.alpha_bar[ts[k + 1]]) if k + 1 < len(ts) else 1.0
             eps = net(x.to(dtype), torch.full((x.shape[0],), int(t), device=device)).double()
             x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+            if self.clip_denoised:
+                x0 = x0.clamp(-1, 1)
+                eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
             s = (
                 self.eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
                 if k + 1 < len(ts)
@@ -269,6 +281,7 @@ class DDPMMethod(Method):
             "beta_end": self.beta_end,
             "ddim_steps": self.ddim_steps,
             "eta": self.eta,
+            "clip_denoised": self.clip_denoised,
         }
 
 

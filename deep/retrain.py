@@ -77,6 +77,7 @@ class DeepConfig:
     ode_tol: float = 1e-5
     ode_steps: int = 100
     ddim_steps: int = 100
+    ddim_clip: bool = True
     features: str = "auto"
     gen_batch: int = 256
     batch: int = 256
@@ -108,7 +109,7 @@ class DeepConfig:
                 "otcfm", solver=self.ode_solver, tol=self.ode_tol, euler_steps=self.ode_steps
             )
         if self.model == "ddpm":
-            return make_method("ddpm", ddim_steps=self.ddim_steps)
+            return make_method("ddpm", ddim_steps=self.ddim_steps, clip_denoised=self.ddim_clip)
         raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(METHODS)}")
 
     def train_options(self) -> TrainOptions:
