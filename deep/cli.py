@@ -83,7 +83,13 @@ def retrain_parser():
     p.add_argument("--gen-batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-rampup-kimg", type=float, default=None)
-    p.add_argument("--ema-halflife-kimg", type=float, default=None)
+    p.add_argument(
+        "--ema-halflife-kimg",
+        type=float,
+        default=None,
+        help="EMA half-life in kimg (default: EDM/DDPM 500; OT-CFM decays 0.9999 per step)",
+    )
+    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay per step (overrides)")
     p.add_argument("--rampup", default=None, help="restart (the paper's) | continue | none")
     p.add_argument("--n-fresh", type=int, default=None)
     p.add_argument("--subsample-size", type=int, default=None)
@@ -149,7 +155,13 @@ def train_parser():
         "--lr", type=float, default=None, help="default: the model's (EDM 1e-3, others 2e-4)"
     )
     p.add_argument("--lr-rampup-kimg", type=float, default=None)
-    p.add_argument("--ema-halflife-kimg", type=float, default=500.0)
+    p.add_argument(
+        "--ema-halflife-kimg",
+        type=float,
+        default=None,
+        help="EMA half-life in kimg (default: EDM/DDPM 500; OT-CFM decays 0.9999 per step)",
+    )
+    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay per step (overrides)")
     p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     _common(p)
     return p
@@ -189,6 +201,7 @@ def main_train(argv) -> int:
         lr=args.lr,
         lr_rampup_kimg=args.lr_rampup_kimg,
         ema_halflife_kimg=args.ema_halflife_kimg,
+        ema_decay=args.ema_decay,
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,

@@ -39,7 +39,12 @@ class TrainOptions:
     batch: int = 256
     lr: float = 1e-3
     lr_rampup_kimg: float = 10000.0
-    ema_halflife_kimg: float = 500.0
+    # None: the model's default (OT-CFM: torchcfm's decay of 0.9999 per step; EDM and DDPM: a
+    # half-life of 500 kimg). A half-life given here applies to every model; so does ema_decay
+    # (per step), which overrides it. A fixed per-step decay leaves a short run's EMA near the
+    # random initialisation (0.9999^1000 = 0.90), hence the half-life for short runs.
+    ema_halflife_kimg: float | None = None
+    ema_decay: float | None = None
     ema_rampup_ratio: float = 0.05
     rampup: str = "restart"
     device: str = "cpu"
@@ -54,6 +59,10 @@ class TrainOptions:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.batch < 1 or not self.lr > 0:
             raise ValueError("batch must be >= 1 and lr > 0")
+        if self.ema_halflife_kimg is not None and not self.ema_halflife_kimg > 0:
+            raise ValueError(f"ema half-life must be > 0 kimg, got {self.ema_halflife_kimg}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema decay must be in [0, 1), got {self.ema_decay}")
 
 
 class Trainer:
@@ -165,11 +174,14 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self):
         opts = self.opts
-        if self.method.ema_decay is not None:  # a fixed decay per step (torchcfm's training)
+        decay = opts.ema_decay
+        if decay is None and opts.ema_halflife_kimg is None:
+            decay = self.method.ema_decay
+        if decay is not None:  # a fixed decay per step (torchcfm's training)
             for pe, p in zip(self.ema.parameters(), self.net.parameters()):
-                pe.copy_(p.detach().lerp(pe, self.method.ema_decay))
+                pe.copy_(p.detach().lerp(pe, decay))
             return
-        half = opts.ema_halflife_kimg * 1000
+        half = (opts.ema_halflife_kimg if opts.ema_halflife_kimg is not None else 500.0) * 1000
         nimg = self.nimg_phase if opts.rampup != "none" else self.nimg_total
         if opts.ema_rampup_ratio is not None and opts.ema_rampup_ratio > 0:
             half = min(half, nimg * opts.ema_rampup_ratio)

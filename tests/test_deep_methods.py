@@ -13,6 +13,7 @@ pytest.importorskip("torchdiffeq")
 from deep.edm import image_noise  # noqa: E402
 from deep.methods import (  # noqa: E402
     DDPMMethod,
+    EDMMethod,
     OTCFMMethod,
     OTCFMNet,
     make_method,
@@ -112,6 +113,40 @@ def test_otcfm_training_lowers_the_loss():
     assert last < 0.8 * first
     out = trainer.generate([0, 1, 2], batch=2)
     assert out.shape == (3, 1, 16, 16) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "method, halflife, decay, expected",
+    [
+        # OT-CFM's default is torchcfm's 0.9999 per step ...
+        ("otcfm", None, None, 1 - 0.9999),
+        # ... but a half-life, when given, applies to every model (a short run's EMA would
+        # otherwise stay near the random initialisation: 0.9999^1000 = 0.90).
+        ("otcfm", 0.1, None, 1 - 0.5 ** (8 / 100)),
+        ("edm", None, None, 1 - 0.5 ** (8 / 500_000)),
+        ("edm", 0.1, None, 1 - 0.5 ** (8 / 100)),
+        ("ddpm", 0.1, 0.5, 0.5),  # a per-step decay overrides the half-life
+    ],
+)
+def test_ema_update_follows_the_half_life_or_the_per_step_decay(method, halflife, decay, expected):
+    m = {"otcfm": OTCFMMethod, "edm": EDMMethod, "ddpm": DDPMMethod}[method]()
+    trainer = _trainer(m, ema_halflife_kimg=halflife, ema_decay=decay)
+    trainer.nimg_phase = trainer.nimg_total = 10**9  # past the EMA ramp
+    with torch.no_grad():
+        for pe, p in zip(trainer.ema.parameters(), trainer.net.parameters()):
+            pe.zero_()
+            p.fill_(1.0)
+    trainer._update_ema()
+    values = torch.cat([pe.flatten() for pe in trainer.ema.parameters()])
+    # float32: lerp(1, 0, d) = 1 - d loses up to one ulp of 1 (6e-8) to cancellation.
+    assert torch.allclose(values, torch.full_like(values, expected), rtol=1e-5, atol=2e-7)
+
+
+def test_ema_options_are_checked():
+    with pytest.raises(ValueError, match="ema decay"):
+        TrainOptions(ema_decay=1.0)
+    with pytest.raises(ValueError, match="ema half-life"):
+        TrainOptions(ema_halflife_kimg=0.0)
 
 
 # ---- DDPM ------------------------------------------------------------------------------------

@@ -226,3 +226,13 @@ def test_bad_input_exit_2_nothing_written(cli, tmp_path, args):
     assert proc.returncode == 2, proc.stderr
     assert len([ln for ln in proc.stderr.splitlines() if ln.strip()]) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_quick_settings_per_model_and_explicit_options_win():
+    edm, ot = dr.quick_config(model="edm"), dr.quick_config(model="otcfm")
+    assert (edm.ode_solver, edm.init_kimg) == ("dopri5", 60.0)
+    assert (ot.ode_solver, ot.ode_steps, ot.init_kimg) == ("euler", 20, 40.0)
+    # --quick sets an EMA half-life, which OT-CFM then uses instead of 0.9999 per step.
+    assert ot.train_options().ema_halflife_kimg == 2.0 and ot.train_options().ema_decay is None
+    told = dr.quick_config(model="otcfm", ode_solver="dopri5", init_kimg=10.0)
+    assert (told.ode_solver, told.init_kimg) == ("dopri5", 10.0)
