@@ -36,6 +36,18 @@ def test_every_section_is_present(report):
         assert s["claim"] in md and s["reference"] in md
 
 
+def test_every_lambda_of_the_deep_part_starts_from_one_model(report):
+    results, out = report
+    if "deep" not in results["meta"]["parts"]:
+        pytest.skip("the deep part needs the torch extra")
+    deep = out / "parts" / "deep"
+    first, synthetic = (
+        json.loads((deep / d / "metrics.json").read_text()) for d in ("lam_1", "lam_inf")
+    )
+    assert synthetic["0"]["fid"] == first["0"]["fid"]  # the same t = 0 network, the same seeds
+    assert synthetic["1"]["fid"] != first["1"]["fid"]  # then the data policies differ
+
+
 def test_figures_are_valid_pngs(report):
     results, out = report
     for s in results["sections"]:
