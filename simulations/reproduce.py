@@ -97,6 +97,7 @@ def sizes(size: str) -> dict:
                 batch=16,
                 n_gen=48,
                 sampler_steps=4,
+                lr=1e-3,
                 lr_rampup_kimg=0.0,
                 ema_halflife_kimg=0.05,
             ),
@@ -120,18 +121,8 @@ def sizes(size: str) -> dict:
                 diffusion_steps=50,
                 n_eval=1000,
             ),
-            deep=dict(
-                data="digits:16",
-                n=400,
-                iterations=3,
-                kimg=6.0,
-                init_kimg=30.0,
-                batch=64,
-                lr=2e-3,
-                lr_rampup_kimg=2.0,
-                ema_halflife_kimg=2.0,
-                n_gen=400,
-            ),
+            # deep sizes override `deep retrain --quick` (deep.retrain.quick_config)
+            deep=dict(n=400, kimg=6.0, init_kimg=30.0, n_gen=400),
         )
     if size == "full":
         return dict(
@@ -141,17 +132,7 @@ def sizes(size: str) -> dict:
             g_n=(5, 20, 100, 1000),
             flow=dict(n=1000, runs=50, iterations=20, epochs=150),
             ddpm=dict(n=10000, runs=10, iterations=20, epochs=200),
-            deep=dict(
-                data="digits:16",
-                n=1797,
-                iterations=10,
-                kimg=24.0,
-                init_kimg=120.0,
-                batch=64,
-                lr=2e-3,
-                lr_rampup_kimg=2.0,
-                ema_halflife_kimg=2.0,
-            ),
+            deep=dict(n=1797, iterations=10, kimg=24.0, init_kimg=120.0),
         )
     raise ValueError(f"unknown size {size!r}")
 
@@ -486,7 +467,7 @@ def part_2d(out: Path, cfg: dict, seed: int) -> list[Section]:
 
 
 def part_deep(out: Path, cfg: dict, seed: int) -> list[Section]:
-    from deep.retrain import DeepConfig, run_deep
+    from deep.retrain import quick_config, run_deep
 
     plt = _plt()
     results = {}
@@ -498,7 +479,7 @@ def part_deep(out: Path, cfg: dict, seed: int) -> list[Section]:
             # the fully synthetic run takes lambda = 1's t = 0 network instead of refitting it.
             options.update(init=str(first / "checkpoints" / "train_t0.pt"), init_kimg=0.0)
         res = run_deep(
-            DeepConfig(net="tiny", lam=lam, seed=seed, **options),
+            quick_config(lam=lam, seed=seed, **options),
             out / "parts" / "deep" / f"lam_{lam:g}",
         )
         results[lam] = res["metrics"]

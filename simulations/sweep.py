@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.runfolder import SUMMARY_COLUMNS, atomic_write_bytes, atomic_write_text
+from stability.checks import _jsonable
 
 FORMAT = "retrain-stability/sweep-v1"
 STATUS_FILE = "sweep.json"
@@ -568,19 +569,6 @@ def expand(spec: SweepSpec, out: str | Path) -> list[Cell]:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _jsonable(x):
-    """JSON types; infinite floats as 'inf'/'-inf' (JSON has no infinity)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if isinstance(x, (datetime.date, datetime.time)):
-        return x.isoformat()
-    return x
 
 
 def read_status(out: str | Path) -> dict | None:

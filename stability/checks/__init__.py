@@ -8,6 +8,7 @@ about the paper, not an error of the toolkit.
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 import traceback
@@ -43,7 +44,7 @@ class CheckResult:
 
 
 def _jsonable(obj):
-    """Convert numpy scalars/arrays and non-finite floats to JSON-safe values."""
+    """Convert numpy scalars/arrays, non-finite floats and TOML dates to JSON-safe values."""
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -61,6 +62,8 @@ def _jsonable(obj):
         return int(obj)
     if isinstance(obj, (np.bool_,)):
         return bool(obj)
+    if isinstance(obj, (datetime.date, datetime.time)):
+        return obj.isoformat()
     return obj
 
 
