@@ -10,8 +10,9 @@ whatever the size of the training set, so that lambda values compare fairly (pap
   matchers of torchcfm (``ExactOptimalTransportConditionalFlowMatcher``: OT-CFM, the paper's
   choice; ``ConditionalFlowMatcher``: independent CFM; ``SchrodingerBridgeConditionalFlowMatcher``:
   SB-CFM). The minibatch coupling is computed per run like torchcfm's OTPlanSampler (exact OT plan
-  of the squared Euclidean cost by POT's network simplex, then batch pairs drawn from the plan
-  with replacement), from the run's own random stream. Samples solve dx/dt = v(t, x) with
+  of the squared Euclidean cost, then batch pairs drawn from the plan with replacement), from the
+  run's own random stream; the plans of all runs come from one call to the compiled exact
+  assignment solver (``simulations.assignment``), one run per core. Samples solve dx/dt = v(t, x) with
   torchdiffeq (Euler with ``ode_steps`` steps, or dopri5).
 - ``DiffusionModel``: DDPM (Ho et al. 2020) with a linear beta schedule from 1e-4 to 0.02 rescaled
   by 1000/T for T steps, an MLP noise predictor eps(x_t, t/T), the simple loss and ancestral
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +46,6 @@ class TrainConfig:
     lr: float = 1e-3
     width: int = 64
     from_scratch: bool = False
-    threads: int = 2  # threads for the per-run OT plans (POT releases the GIL)
 
 
 class _EnsembleModel:
@@ -146,13 +145,50 @@ def exact_ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> np.ndarray:
 
     As torchcfm's OTPlanSampler(method="exact"): plan = ot.emd(unif, unif, ||x0_i - x1_j||^2),
     then batch cells drawn with probability plan_ij (here by inverse CDF over its non-zero cells
-    with the uniforms u, shape (B,)). x0, x1: shapes (B, d). Returns int array (2, B).
-    """
-    from simulations.otmetrics import emd_plan
+    in row-major order, with the uniforms u). x0, x1: shapes (B, d) or batched (R, B, d);
+    u: shape (B',) or (R, B'). Returns an int array (2, B') or (R, 2, B').
 
-    plan = emd_plan(x0, x1)
-    rows, cols = np.nonzero(plan)
-    p = plan[rows, cols]
+    Equal batch sizes (always the case in training) make the plan a permutation / B, found by
+    the exact assignment solver of ``simulations.assignment`` (several times faster than the
+    network simplex; same plan unless ties make the optimum non-unique); other sizes use POT.
+    """
+    single = np.ndim(x0) == 2
+    x0, x1, u = (np.asarray(a) for a in (x0, x1, u))
+    if single:
+        x0, x1, u = x0[None], x1[None], u[None]
+    r, b, d = x0.shape
+    if x1.shape[1] != b:
+        from simulations.otmetrics import emd_plan
+
+        out = []
+        for k in range(r):
+            plan = emd_plan(x0[k], x1[k])
+            rows, cols = np.nonzero(plan)
+            out.append(_draw_cells(rows, cols, plan[rows, cols], u[k]))
+        pairs = np.stack(out)
+    else:
+        if d <= 16:
+            from simulations.assignment import match_points
+
+            perm, _ = match_points(x0, x1)
+        else:
+            # high-dimensional points (flattened images): BLAS computes the costs faster
+            import ot
+
+            from simulations.assignment import solve_assignment
+
+            cost = np.stack([ot.dist(x0[k], x1[k], metric="sqeuclidean") for k in range(r)])
+            perm = solve_assignment(cost)[0]
+        # the plan's non-zero cells in row-major order are (i, perm[i]), each of mass 1/b
+        mass = np.full(b, 1.0 / b)
+        cdf = np.cumsum(mass / mass.sum())  # as _draw_cells computes it from POT's plan
+        pick = np.minimum(np.searchsorted(cdf, u, side="right"), b - 1)
+        pairs = np.stack([pick, np.take_along_axis(perm, pick, axis=1)], axis=1)
+    return pairs[0] if single else pairs
+
+
+def _draw_cells(rows, cols, p, u):
+    """Cells (rows[k], cols[k]) drawn with probabilities p by inverse CDF at uniforms u."""
     cdf = np.cumsum(p / p.sum())
     pick = np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
     return np.stack([rows[pick], cols[pick]])
@@ -179,7 +215,6 @@ class FlowModel(_EnsembleModel):
         self.solver = solver
         self.ode_steps = ode_steps
         super().__init__(runs, seed, train, stream_key)
-        self._pool = ThreadPoolExecutor(max(1, train.threads)) if matcher != "cfm" else None
 
     def _draw_chunk(self, steps, batch):
         s = self.train_streams
@@ -194,11 +229,9 @@ class FlowModel(_EnsembleModel):
         return out
 
     def _couple(self, x0: np.ndarray, x1: np.ndarray, u: np.ndarray):
-        """Per-run exact-OT pairing of (R, B, 2) minibatches (threads: POT frees the GIL)."""
-        jobs = self._pool.map(lambda r: exact_ot_pairs(x0[r], x1[r], u[r]), range(x0.shape[0]))
-        pairs = list(jobs)
-        i = np.stack([p[0] for p in pairs])
-        j = np.stack([p[1] for p in pairs])
+        """Per-run exact-OT pairing of (R, B, 2) minibatches (one batched solver call)."""
+        pairs = exact_ot_pairs(x0, x1, u)
+        i, j = pairs[:, 0], pairs[:, 1]
         return np.take_along_axis(x0, i[:, :, None], 1), np.take_along_axis(x1, j[:, :, None], 1)
 
     def _loss(self, x1, noise):

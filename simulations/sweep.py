@@ -83,6 +83,7 @@ THREAD_VARS = (
     "OPENBLAS_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",  # the exact OT solver of the 2D simulators (simulations.assignment)
 )
 EXIT_USAGE = 2  # the commands' exit code for bad input: deterministic, never retried
 MAX_NAME = 200  # folder names stay well under the 255 bytes of most file systems

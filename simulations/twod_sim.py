@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import math
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -192,24 +191,17 @@ class _Cached:
         return self.model.state()
 
 
-def _distances(
-    gen: np.ndarray, ref: np.ndarray, exact: bool, seeds: list[int], threads: int = 2
-) -> dict:
+def _distances(gen: np.ndarray, ref: np.ndarray, exact: bool, seeds: list[int]) -> dict:
     """W1, W2 (exact, if asked) and sliced W2 per run between gen and ref, shapes (R, n, 2)."""
-    from simulations.otmetrics import sliced_w2, wasserstein
+    from simulations.otmetrics import sliced_w2, wasserstein_batch
 
-    def one(r):
-        out = {"w2_sliced": sliced_w2(gen[r], ref[r], seed=seeds[r])}
-        if exact:
-            out["w1"] = wasserstein(gen[r], ref[r], 1)
-            out["w2"] = wasserstein(gen[r], ref[r], 2)
-        else:
-            out["w1"] = out["w2"] = float("nan")
-        return out
-
-    with ThreadPoolExecutor(threads) as pool:
-        rows = list(pool.map(one, range(gen.shape[0])))
-    return {k: np.array([row[k] for row in rows]) for k in rows[0]}
+    out = {"w2_sliced": np.array([sliced_w2(g, r, seed=s) for g, r, s in zip(gen, ref, seeds)])}
+    if exact:
+        out["w1"] = wasserstein_batch(gen, ref, 1)
+        out["w2"] = wasserstein_batch(gen, ref, 2)
+    else:
+        out["w1"] = out["w2"] = np.full(gen.shape[0], np.nan)
+    return out
 
 
 def _save(path: Path, obj: dict) -> None:

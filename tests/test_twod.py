@@ -52,7 +52,7 @@ def test_ensemble_matches_torchcfm_mlp():
 def test_ensemble_training_equals_independent_trainings(kind):
     # R runs trained together end where each run trained alone ends: one Adam over stacked
     # parameters is R Adams, and each run draws from its own stream.
-    train = TrainConfig(init_steps=7, steps=3, batch=16, lr=1e-2, width=8, threads=1)
+    train = TrainConfig(init_steps=7, steps=3, batch=16, lr=1e-2, width=8)
     data = np.random.default_rng(0).standard_normal((3, 40, 2))
 
     def make(runs):
@@ -107,7 +107,7 @@ class _GaussianVelocity(torch.nn.Module):
 
 def test_flow_sampler_on_an_analytic_velocity():
     m, s = np.array([1.5, -0.5]), 0.7
-    train = TrainConfig(init_steps=1, steps=1, width=4, threads=1)
+    train = TrainConfig(init_steps=1, steps=1, width=4)
     # dopri5 solves the ODE, whose flow maps N(0, I) exactly onto N(m, s^2 I).
     model = FlowModel([0, 1], 0, train, "cfm", 0.0, "dopri5", 1)
     model.net = _GaussianVelocity(m, s)
@@ -150,7 +150,7 @@ def test_ddpm_sampler_matches_its_linear_gaussian_recursion():
     # With an affine eps-predictor the ancestral chain is a linear Gaussian recursion: its output
     # mean and variance follow exactly, and the simulated moments must fall in their intervals.
     m, s = [2.0, -1.0], 0.5
-    train = TrainConfig(init_steps=1, steps=1, width=4, threads=1)
+    train = TrainConfig(init_steps=1, steps=1, width=4)
     model = DiffusionModel([0, 1], 0, train, 200)
     model.net = _GaussianEps(model, m, s)
     x = model.sample(20000, RunStreams(0, (4,), range(2))).x.reshape(-1, 2)
