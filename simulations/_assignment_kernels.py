@@ -7,20 +7,55 @@ imported only when a solve is asked for (importing numba takes a few tenths of a
 import numpy as np
 from numba import njit, prange
 
+_IMAX64 = np.int64(9223372036854775807)
+
+
+@njit(cache=True, nogil=True)
+def _values(row, prices, out, n):
+    # cost + price of every column for one bidder, rounded to float32 (a warm start needs no more)
+    for j in range(n):
+        out[j] = np.float32(row[j] + prices[j])
+
+
+@njit(cache=True, nogil=True)
+def _min_key(bits, keys, n):
+    # values >= 0, so their float32 bit patterns order like int32; (bits << 32 | j) carries the
+    # column along, and an integer min reduction vectorises where a float one does not
+    m = _IMAX64
+    for j in range(n):
+        k = (np.int64(bits[j]) << 32) | j
+        keys[j] = k
+        if k < m:
+            m = k
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _min(keys, n):
+    m = _IMAX64
+    for j in range(n):
+        if keys[j] < m:
+            m = keys[j]
+    return m
+
 
 @njit(cache=True, nogil=True)
 def auction(cost, prices, eps_start, eps_final, theta):
-    # Gauss-Seidel forward auction for min sum cost[i, a(i)]: an unassigned row bids for its
-    # cheapest column j (value cost + price), raising p_j by (second - best + eps) >= eps,
-    # so every phase ends, with every row eps-happy (eps-complementary slackness).
+    # Gauss-Seidel forward auction for min sum cost[i, a(i)] (cost >= 0, float32): an unassigned
+    # row bids for its cheapest column j (value cost + price), raising p_j by
+    # (second - best + eps) >= eps (prices in float64, so every bid raises one), hence every
+    # phase ends, with every row eps-happy (eps-complementary slackness).
     n = cost.shape[0]
     owner = np.empty(n, np.int64)
-    assigned = np.empty(n, np.int64)
     queue = np.empty(n, np.int64)
+    values = np.empty(n, np.float32)
+    bits = values.view(np.int32)
+    keys = np.empty(n, np.int64)
+    pair = np.empty(2, np.int32)
+    pair_values = pair.view(np.float32)
     eps = eps_start
     while True:
         owner[:] = -1
-        assigned[:] = -1
         for k in range(n):
             queue[k] = k
         head = 0
@@ -30,36 +65,29 @@ def auction(cost, prices, eps_start, eps_final, theta):
             i = queue[head % n]
             head += 1
             waiting -= 1
-            best = np.inf
-            second = np.inf
-            jbest = 0
-            for j in range(n):
-                w = cost[i, j] + prices[j]
-                if w < best:
-                    second = best
-                    best = w
-                    jbest = j
-                elif w < second:
-                    second = w
-            if n == 1:
-                second = best
-            prices[jbest] += second - best + eps
+            _values(cost[i], prices, values, n)
+            best = _min_key(bits, keys, n)
+            jbest = best & 0xFFFFFFFF
+            keys[jbest] = _IMAX64
+            second = _min(keys, n) if n > 1 else best
+            pair[0] = np.int32(best >> 32)
+            pair[1] = np.int32(second >> 32)
+            prices[jbest] += np.float64(pair_values[1]) - np.float64(pair_values[0]) + eps
             previous = owner[jbest]
             owner[jbest] = i
-            assigned[i] = jbest
             if previous >= 0:
-                assigned[previous] = -1
                 queue[tail % n] = previous
                 tail += 1
                 waiting += 1
         if eps <= eps_final:
-            return assigned
+            return
         eps = max(eps / theta, eps_final)
 
 
 @njit(cache=True, nogil=True)
 def augment(cost, v):
-    # Shortest augmenting paths from feasible duals (u, v); v is updated in place.
+    # Shortest augmenting paths (Dijkstra on reduced costs) from the feasible duals
+    # u_i = min_j (cost_ij - v_j), v; every row starts free; v is updated in place.
     n = cost.shape[0]
     u = np.empty(n)
     for i in range(n):
@@ -73,50 +101,63 @@ def augment(cost, v):
     row4col = np.full(n, -1, np.int64)
     shortest = np.empty(n)
     path = np.empty(n, np.int64)
+    order = np.arange(n - 1, -1, -1)
     remaining = np.empty(n, np.int64)
-    seen_row = np.zeros(n, np.bool_)
-    seen_col = np.zeros(n, np.bool_)
+    rows_seen = np.empty(n, np.int64)
+    cols_seen = np.empty(n, np.int64)
     for cur in range(n):
-        shortest[:] = np.inf
-        path[:] = -1
-        seen_row[:] = False
-        seen_col[:] = False
-        for k in range(n):
-            remaining[k] = n - 1 - k
+        remaining[:] = order
         left = n
         dist = 0.0
         i = cur
         sink = -1
+        nrows = 0
+        ncols = 0
         while sink == -1:
-            seen_row[i] = True
+            rows_seen[nrows] = i
+            nrows += 1
+            ui = u[i]
             lowest = np.inf
             at = -1
-            for k in range(left):
-                j = remaining[k]
-                r = dist + cost[i, j] - u[i] - v[j]
-                if r < shortest[j]:
-                    path[j] = i
+            # prefer a free column on ties: the path ends sooner
+            if nrows == 1:
+                for k in range(left):
+                    j = remaining[k]
+                    r = cost[i, j] - ui - v[j]
                     shortest[j] = r
-                # prefer a free column on ties: the path ends sooner
-                if shortest[j] < lowest or (shortest[j] == lowest and row4col[j] == -1):
-                    lowest = shortest[j]
-                    at = k
+                    path[j] = i
+                    if r < lowest or (r == lowest and row4col[j] == -1):
+                        lowest = r
+                        at = k
+            else:
+                for k in range(left):
+                    j = remaining[k]
+                    r = dist + cost[i, j] - ui - v[j]
+                    s = shortest[j]
+                    if r < s:
+                        path[j] = i
+                        shortest[j] = r
+                        s = r
+                    if s < lowest or (s == lowest and row4col[j] == -1):
+                        lowest = s
+                        at = k
             dist = lowest
             j = remaining[at]
             if row4col[j] == -1:
                 sink = j
             else:
                 i = row4col[j]
-            seen_col[j] = True
+            cols_seen[ncols] = j
+            ncols += 1
             left -= 1
             remaining[at] = remaining[left]
         u[cur] += dist
-        for i in range(n):
-            if seen_row[i] and i != cur:
-                u[i] += dist - shortest[col4row[i]]
-        for j in range(n):
-            if seen_col[j]:
-                v[j] -= dist - shortest[j]
+        for q in range(1, nrows):
+            i = rows_seen[q]
+            u[i] += dist - shortest[col4row[i]]
+        for q in range(ncols):
+            j = cols_seen[q]
+            v[j] -= dist - shortest[j]
         j = sink
         while True:
             i = path[j]
@@ -139,11 +180,18 @@ def solve(cost, eps_final_rel, theta):
             lo = min(lo, cost[i, j])
             hi = max(hi, cost[i, j])
     spread = hi - lo
-    # a positive epsilon whatever the costs: every bid raises a price, so the auction ends
-    eps_final = spread * eps_final_rel if spread > 0 else 1.0
-    prices = np.zeros(n)
-    auction(cost, prices, max(spread / 4.0, eps_final), eps_final, theta)
-    v = -prices
+    v = np.zeros(n)
+    if spread > 0:
+        # the auction sees the costs rescaled to [0, 1] in float32 (its prices are a warm start
+        # only); the augmenting paths then work on the exact float64 costs
+        scaled = np.empty((n, n), np.float32)
+        for i in range(n):
+            for j in range(n):
+                scaled[i, j] = (cost[i, j] - lo) / spread
+        prices = np.zeros(n)
+        auction(scaled, prices, 0.25, eps_final_rel, theta)
+        for j in range(n):
+            v[j] = -prices[j] * spread
     col4row, u = augment(cost, v)
     return col4row, u, v
 

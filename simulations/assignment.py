@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_EPS_FINAL_REL = 1e-4  # last auction epsilon, relative to the cost range (warm start only)
+_EPS_FINAL_REL = 1e-6  # last auction epsilon, relative to the cost range (warm start only)
 _THETA = 4.0  # epsilon-scaling factor between auction phases
 _kernels = None
 
