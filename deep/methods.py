@@ -6,7 +6,8 @@
   network ``torchcfm.models.unet.UNetModelWrapper`` (128 channels, multipliers [1, 2, 2, 2], 2
   residual blocks, 4 heads of 64 channels, attention at 16x16, dropout 0.1), sigma = 0, the
   exact minibatch OT coupling of torchcfm's ``ExactOptimalTransportConditionalFlowMatcher``
-  (POT network simplex on the squared Euclidean cost, pairs drawn from the plan with
+  (the exact plan of the squared Euclidean cost, as POT's network simplex finds it, here by the
+  exact assignment solver of simulations.assignment; pairs drawn from the plan with
   replacement), gradient clipping at 1, an EMA with decay 0.9999 per step, and samples by
   integrating dx/dt = v(t, x) from N(0, I) with torchdiffeq (dopri5, tolerances configurable,
   or Euler).
