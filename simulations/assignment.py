@@ -8,9 +8,11 @@ whose vertices are the permutation matrices / n; an exact OT solver (POT's netwo
 
 It is solved here in two stages, compiled with numba, one problem per thread:
 
-1. A forward auction with epsilon-scaling (Bertsekas 1988; 1992) on the dense cost matrix gives
-   column prices p that are nearly optimal dual variables. It is only a warm start: the auction
-   stops at epsilon = 1e-4 of the cost range, where its assignment is not yet guaranteed optimal.
+1. A forward auction with epsilon-scaling (Bertsekas 1988; 1992) on the dense cost matrix,
+   rescaled to [0, 1] in float32, gives column prices p that are nearly optimal dual variables.
+   It is only a warm start: it stops at epsilon = 1e-6 of the cost range, where its assignment
+   is not guaranteed optimal. Its minima are integer reductions over (float32 bits, column)
+   keys, which compile to vector instructions where float minima do not.
 2. Shortest augmenting paths (the Hungarian method in the Dijkstra form of Jonker and Volgenant,
    1987) from the feasible duals v = -p, u_i = min_j (C_ij - v_j), with every row free. This
    stage is exact: it ends with a permutation s and duals (u, v) such that
@@ -18,9 +20,9 @@ It is solved here in two stages, compiled with numba, one problem per thread:
    certificate of linear programming (returned, and checked by the tests). Good prices make each
    row's search short, which is where the speed comes from.
 
-Measured on two moons vs N(0, I) minibatches (``python benchmarks/assignment.py``): 2-3x faster
-than ``ot.emd`` at n = 256 and 4x at n = 1000, on one core; batches of problems run on all
-cores. Ties (repeated points) have several optimal permutations; any of them may be returned,
+Measured with ``python benchmarks/assignment.py`` on 2 cores: 4.5x faster than ``ot.emd`` on one
+core for OT-CFM's minibatch problem (N(0, I) vs two moons, n = 256: 1.35 vs 6.1 ms), 8.8x batched;
+3.8x / 6.3x for the W2 metric at n = 1000 (20 vs 76 ms). Ties (repeated points) have several optimal permutations; any of them may be returned,
 with the optimal cost.
 """
 
