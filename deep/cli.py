@@ -20,6 +20,18 @@ def _common(p):
     p.add_argument("--seed", type=int, default=None)
 
 
+def _schedule_options(p):
+    """Learning-rate ramp-up and EMA options, shared by `deep retrain` and `deep train`."""
+    p.add_argument("--lr-rampup-kimg", type=float, default=None)
+    p.add_argument(
+        "--ema-halflife-kimg",
+        type=float,
+        default=None,
+        help="EMA half-life in kimg (default: EDM/DDPM 500; OT-CFM decays 0.9999 per step)",
+    )
+    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay per step (overrides)")
+
+
 def retrain_parser():
     p = _Parser(
         prog="stability deep retrain",
@@ -82,14 +94,7 @@ def retrain_parser():
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--gen-batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--lr-rampup-kimg", type=float, default=None)
-    p.add_argument(
-        "--ema-halflife-kimg",
-        type=float,
-        default=None,
-        help="EMA half-life in kimg (default: EDM/DDPM 500; OT-CFM decays 0.9999 per step)",
-    )
-    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay per step (overrides)")
+    _schedule_options(p)
     p.add_argument("--rampup", default=None, help="restart (the paper's) | continue | none")
     p.add_argument("--n-fresh", type=int, default=None)
     p.add_argument("--subsample-size", type=int, default=None)
@@ -154,14 +159,7 @@ def train_parser():
     p.add_argument(
         "--lr", type=float, default=None, help="default: the model's (EDM 1e-3, others 2e-4)"
     )
-    p.add_argument("--lr-rampup-kimg", type=float, default=None)
-    p.add_argument(
-        "--ema-halflife-kimg",
-        type=float,
-        default=None,
-        help="EMA half-life in kimg (default: EDM/DDPM 500; OT-CFM decays 0.9999 per step)",
-    )
-    p.add_argument("--ema-decay", type=float, default=None, help="EMA decay per step (overrides)")
+    _schedule_options(p)
     p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     _common(p)
     return p

@@ -180,17 +180,20 @@ def exact_ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> np.ndarray:
             cost = np.stack([ot.dist(x0[k], x1[k], metric="sqeuclidean") for k in range(r)])
             perm = solve_assignment(cost)[0]
         # the plan's non-zero cells in row-major order are (i, perm[i]), each of mass 1/b
-        mass = np.full(b, 1.0 / b)
-        cdf = np.cumsum(mass / mass.sum())  # as _draw_cells computes it from POT's plan
-        pick = np.minimum(np.searchsorted(cdf, u, side="right"), b - 1)
+        pick = _pick(np.full(b, 1.0 / b), u)
         pairs = np.stack([pick, np.take_along_axis(perm, pick, axis=1)], axis=1)
     return pairs[0] if single else pairs
 
 
+def _pick(p, u):
+    """Indices drawn with probabilities p (shape (K,)) by inverse CDF at uniforms u (any shape)."""
+    cdf = np.cumsum(p / p.sum())
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+
+
 def _draw_cells(rows, cols, p, u):
     """Cells (rows[k], cols[k]) drawn with probabilities p by inverse CDF at uniforms u."""
-    cdf = np.cumsum(p / p.sum())
-    pick = np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+    pick = _pick(p, u)
     return np.stack([rows[pick], cols[pick]])
 
 
