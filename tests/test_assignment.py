@@ -46,6 +46,47 @@ def test_optimal_cost_equals_scipy_and_is_certified(n, kind, seed):
     _assert_certified(cost, perm, u, v)
 
 
+@pytest.mark.parametrize("n", [255, 256, 257, 600])
+@pytest.mark.parametrize("kind", ["uniform", "ties", "moons"])
+def test_sizes_across_column_index_widths(n, kind):
+    # the auction's integer keys give the column index b bits and the costs 2**(28 - b) levels;
+    # 256 -> 257 is where b changes
+    rng = np.random.default_rng(n)
+    if kind == "uniform":
+        cost = rng.random((n, n))
+    elif kind == "ties":
+        cost = rng.integers(0, 4, (n, n)).astype(float)
+    else:
+        from simulations.data import sample_moons
+
+        cost = ot.dist(rng.standard_normal((n, 2)), sample_moons(n, rng))
+    perm, u, v = solve_assignment(cost)
+    rows, cols = linear_sum_assignment(cost)
+    assert cost[np.arange(n), perm].sum() == pytest.approx(cost[rows, cols].sum(), rel=1e-12)
+    _assert_certified(cost, perm, u, v)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ties"])
+def test_warm_start_changes_the_speed_not_the_optimum(kind):
+    # without the auction every row starts from zero duals: the exact stage alone must still
+    # reach the optimum and certify it
+    rng = np.random.default_rng(11)
+    costs = rng.random((3, 90, 90))
+    if kind == "ties":
+        costs = np.floor(costs * 3)
+    warm = solve_assignment(costs)
+    cold = solve_assignment(costs, warm_start=False)
+    for r in range(3):
+        for perm, u, v in (
+            (warm[0][r], warm[1][r], warm[2][r]),
+            (cold[0][r], cold[1][r], cold[2][r]),
+        ):
+            _assert_certified(costs[r], perm, u, v)
+        best = costs[r][linear_sum_assignment(costs[r])].sum()
+        assert costs[r][np.arange(90), cold[0][r]].sum() == pytest.approx(best, rel=1e-12)
+        assert costs[r][np.arange(90), warm[0][r]].sum() == pytest.approx(best, rel=1e-12)
+
+
 def test_batched_problems_are_independent_and_match_single_calls():
     rng = np.random.default_rng(0)
     costs = rng.random((6, 30, 30))
