@@ -135,6 +135,26 @@ def test_wasserstein_distances_agree_with_pot_emd2():
     )
 
 
+def test_sliced_w2_equals_pot_for_the_same_seed():
+    from simulations.otmetrics import sliced_w2, sliced_w2_batch
+
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((4, 300, 2)), rng.standard_normal((4, 300, 2)) * 2 + 1
+    seeds = [3, 4, 5, 6]
+    pot = [
+        ot.sliced_wasserstein_distance(a, b, n_projections=50, p=2, seed=s)
+        for a, b, s in zip(x, y, seeds)
+    ]
+    assert np.allclose(sliced_w2_batch(x, y, 50, seeds), pot, rtol=1e-12)
+    # unequal sizes go to POT; a different seed gives other directions
+    assert sliced_w2(x[0], y[0][:200], 50, 3) == pytest.approx(
+        ot.sliced_wasserstein_distance(x[0], y[0][:200], n_projections=50, p=2, seed=3), rel=1e-12
+    )
+    assert sliced_w2(x[0], y[0], 50, 7) != pytest.approx(pot[0], rel=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        sliced_w2_batch(x, y[:, :10], 50, seeds)
+
+
 def test_exact_ot_pairs_draw_the_same_cells_as_the_network_simplex_plan():
     # the sampler formerly drew from POT's plan; on continuous data the draws are identical
     from simulations.models2d import _draw_cells, exact_ot_pairs
