@@ -81,7 +81,7 @@ def auction(keys, prices, eps, theta, b, limit):
     # add and the column rides along in the low bits. Every price stays below about 4x the cost
     # range (prices are shifted to min 0 at each phase start; the auction needs no more than
     # the cost range plus eps above the cheapest free column); ``limit`` stops it otherwise:
-    # its prices are a warm start only.
+    # its prices are a warm start only. Returns whether every phase ran to its end.
     n = keys.shape[0]
     owner = np.empty(n, np.int64)
     queue = np.empty(n, np.int64)
@@ -108,7 +108,7 @@ def auction(keys, prices, eps, theta, b, limit):
             second = _second(row, prices, n, best)
             price = (second & high) - (row[j] & high) + step
             if price > limit:
-                return
+                return False
             prices[j] = price
             previous = owner[j]
             owner[j] = i
@@ -117,7 +117,7 @@ def auction(keys, prices, eps, theta, b, limit):
                 tail += 1
                 waiting += 1
         if eps <= 1:
-            return
+            return True
         eps = max(eps // theta, 1)
 
 
@@ -221,7 +221,8 @@ def augment(cost, v):
 
 
 @njit(cache=True, nogil=True)
-def solve(cost, warm, eps_start_rel, theta):
+def warm_duals(cost, eps_start_rel, theta):
+    # column duals v = -prices of the auction on the quantised costs, and whether it completed
     n = cost.shape[0]
     lo, hi = _range(cost)
     spread = hi - lo
@@ -229,19 +230,29 @@ def solve(cost, warm, eps_start_rel, theta):
     b = 1
     while (1 << b) < n:
         b += 1
-    if warm and spread > 0 and n > 1 and b <= _MAX_INDEX_BITS:
-        # integer costs in [0, 2**(28 - b)]: keys below 2**31 for prices up to 6x that range
-        levels = 1 << (28 - b)
-        scale = levels / spread
-        keys = np.empty((n, n), np.int32)
-        for i in range(n):
-            for j in range(n):
-                keys[i, j] = (np.int32((cost[i, j] - lo) * scale + 0.5) << b) | j
-        prices = np.zeros(n, np.int32)
-        eps = max(int(levels * eps_start_rel), 1)
-        auction(keys, prices, eps, theta, b, np.int32(6 * levels) << b)
+    if spread == 0 or n == 1 or b > _MAX_INDEX_BITS:
+        return v, True
+    # integer costs in [0, 2**(28 - b)]: keys below 2**31 for prices up to 6x that range
+    levels = 1 << (28 - b)
+    scale = levels / spread
+    keys = np.empty((n, n), np.int32)
+    for i in range(n):
         for j in range(n):
-            v[j] = -(prices[j] >> b) / scale
+            keys[i, j] = (np.int32((cost[i, j] - lo) * scale + 0.5) << b) | j
+    prices = np.zeros(n, np.int32)
+    eps = max(int(levels * eps_start_rel), 1)
+    completed = auction(keys, prices, eps, theta, b, np.int32(6 * levels) << b)
+    for j in range(n):
+        v[j] = -(prices[j] >> b) / scale
+    return v, completed
+
+
+@njit(cache=True, nogil=True)
+def solve(cost, warm, eps_start_rel, theta):
+    if warm:
+        v = warm_duals(cost, eps_start_rel, theta)[0]
+    else:
+        v = np.zeros(cost.shape[0])
     col4row, u = augment(cost, v)
     return col4row, u, v
 

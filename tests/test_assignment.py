@@ -66,6 +66,27 @@ def test_sizes_across_column_index_widths(n, kind):
     _assert_certified(cost, perm, u, v)
 
 
+def test_auction_prices_stay_within_the_integer_key_range():
+    # the auction's int32 keys hold (cost + price) << b | column; its prices must stay below
+    # 6x the quantised cost range, or it stops early (still exact, but slower): check it never
+    # has to on the problems the simulators solve, nor on adversarial ones
+    from simulations._assignment_kernels import warm_duals
+    from simulations.data import sample_moons
+
+    rng = np.random.default_rng(4)
+    problems = [
+        ot.dist(rng.standard_normal((256, 2)), sample_moons(256, rng)),
+        ot.dist(sample_moons(1000, rng), sample_moons(1000, rng)),
+        rng.random((300, 300)),
+        np.floor(rng.random((200, 200)) * 2),  # two values: all ties
+        np.eye(64) * 1e9,  # one huge entry per row
+        np.add.outer(np.arange(100.0), np.arange(100.0)) ** 3,
+    ]
+    for cost in problems:
+        v, completed = warm_duals(cost, 1.0 / 16, 4)
+        assert completed, cost.shape
+
+
 @pytest.mark.parametrize("kind", ["uniform", "ties"])
 def test_warm_start_changes_the_speed_not_the_optimum(kind):
     # without the auction every row starts from zero duals: the exact stage alone must still
