@@ -3,7 +3,9 @@
 The R runs of a setting share nothing but the arrays they are stored in: run r's weights are
 slice r of every parameter tensor, its loss depends only on them, and Adam's update is
 elementwise, so one optimizer over the stacked parameters is R independent Adam optimizers.
-A forward pass is one batched matrix product per layer (torch.baddbmm) for all runs.
+A forward pass is one batched matrix product per layer (torch.baddbmm) for all runs; the last
+layer, whose output has only 2 columns, runs transposed (``_NarrowLinear``), where CPU BLAS is
+2.5x (forward) and 5.7x (weight gradient) faster for this shape.
 
 Randomness comes from one numpy Generator per run (``RunStreams``), so a run's numbers do not
 depend on how many other runs share its ensemble, and the streams' states are part of the
@@ -55,6 +57,30 @@ class RunStreams:
             g.bit_generator.state = s
 
 
+class _NarrowLinear(torch.autograd.Function):
+    """h @ w + b for R runs when w has few columns, computed as (w^T h^T)^T.
+
+    h: (R, N, k), w: (R, k, m), b: (R, 1, m) -> (R, N, m). Batched GEMMs with m = 2 output
+    columns hit a slow path of CPU BLAS; their transposes (m = 2 rows) do not. The backward pass
+    is written out so that the gradient of h stays contiguous (autograd through the transposes
+    would hand the activation before it a transposed gradient, slower than the time saved).
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, b):
+        ctx.save_for_backward(h, w)
+        return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), h.transpose(1, 2)).transpose(
+            1, 2
+        )
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, w = ctx.saved_tensors
+        grad_h = torch.bmm(grad, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad.transpose(1, 2), h).transpose(1, 2)
+        return grad_h, grad_w, grad.sum(1, keepdim=True)
+
+
 class EnsembleMLP(torch.nn.Module):
     """R MLPs x -> out with the layout of torchcfm's MLP (Linear-SELU x3 - Linear), batched.
 
@@ -93,9 +119,12 @@ class EnsembleMLP(torch.nn.Module):
         h = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
             if i < last:
-                h = torch.nn.functional.selu(h)
+                h = torch.nn.functional.selu(torch.baddbmm(b, h, w))
+            elif w.shape[2] <= 4:
+                h = _NarrowLinear.apply(h, w, b)
+            else:
+                h = torch.baddbmm(b, h, w)
         return h
 
     def flat_params(self) -> torch.Tensor:

@@ -48,6 +48,26 @@ def test_ensemble_matches_torchcfm_mlp():
         assert torch.allclose(ref(x[r]), out[r], atol=1e-6)
 
 
+def test_narrow_output_layer_matches_baddbmm_and_its_gradients():
+    from simulations.ensemble import _NarrowLinear
+
+    g = torch.Generator().manual_seed(0)
+    h, w, b = (
+        torch.randn(s, generator=g, dtype=torch.float64) for s in ((3, 7, 5), (3, 5, 2), (3, 1, 2))
+    )
+    assert torch.autograd.gradcheck(
+        _NarrowLinear.apply, tuple(t.clone().requires_grad_() for t in (h, w, b))
+    )
+    args = [t.clone().requires_grad_() for t in (h, w, b)]
+    ref = [t.clone().requires_grad_() for t in (h, w, b)]
+    up = torch.randn(3, 7, 2, generator=g, dtype=torch.float64)
+    (_NarrowLinear.apply(*args) * up).sum().backward()
+    (torch.baddbmm(ref[2], ref[0], ref[1]) * up).sum().backward()
+    for a, r in zip(args, ref):
+        assert torch.allclose(a.grad, r.grad, atol=1e-12)
+        assert a.grad.is_contiguous()
+
+
 @pytest.mark.parametrize("kind", ["flow", "diffusion"])
 def test_ensemble_training_equals_independent_trainings(kind):
     # R runs trained together end where each run trained alone ends: one Adam over stacked
