@@ -81,13 +81,16 @@ class _EnsembleModel:
         idx = torch.from_numpy(
             minibatch_indices(self.train_streams, data.size, self.train_cfg.batch, steps)
         )
-        run_index = torch.arange(len(self.runs))[:, None]
+        # rows of x flattened to (R * size, 2): one index_select per step (3x faster than
+        # advanced indexing with a run index)
+        idx += torch.arange(len(self.runs))[:, None] * data.size
+        x = x.reshape(-1, x.shape[-1])
         losses = []
         for start in range(0, steps, _CHUNK):
             chunk = idx[start : start + _CHUNK]
             noise = self._draw_chunk(chunk.shape[0], chunk.shape[2])
             for k in range(chunk.shape[0]):
-                batch = x[run_index, chunk[k]]
+                batch = x.index_select(0, chunk[k].reshape(-1)).view(*chunk[k].shape, -1)
                 loss = self._loss(batch, {name: arr[:, k] for name, arr in noise.items()})
                 self.opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
@@ -307,6 +310,10 @@ class DiffusionModel(_EnsembleModel):
             raise ValueError(f"diffusion_steps = {diffusion_steps} is too small for this schedule")
         self.alphas = 1 - self.betas
         self.alpha_bar = torch.cumprod(self.alphas, 0)
+        # the forward process' coefficients sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t) in float32,
+        # looked up per step rather than recomputed for every sample
+        ab = self.alpha_bar.float()
+        self._signal, self._noise = ab.sqrt(), (1 - ab).sqrt()
         super().__init__(runs, seed, train, stream_key)
 
     def _draw_chunk(self, steps, batch):
@@ -320,8 +327,7 @@ class DiffusionModel(_EnsembleModel):
     def _loss(self, x0, noise):
         t = torch.from_numpy(noise["t"])
         eps = torch.from_numpy(noise["eps"].astype(np.float32))
-        ab = self.alpha_bar[t].float()[..., None]
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        xt = self._signal[t][..., None] * x0 + self._noise[t][..., None] * eps
         tin = (t.float() / self.T)[..., None]
         pred = self.net(torch.cat([xt, tin], dim=2))
         return ((pred - eps) ** 2).mean(dim=(1, 2))

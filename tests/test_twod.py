@@ -48,24 +48,52 @@ def test_ensemble_matches_torchcfm_mlp():
         assert torch.allclose(ref(x[r]), out[r], atol=1e-6)
 
 
-def test_narrow_output_layer_matches_baddbmm_and_its_gradients():
-    from simulations.ensemble import _NarrowLinear
-
+@pytest.mark.parametrize("shape", [(3, 33, 3, 2, 7), (2, 300, 3, 2, 64), (1, 5, 4, 3, 16)])
+def test_compiled_network_matches_torch_in_float64_with_all_gradients(shape):
+    # The float32 network runs on hand-written kernels (fused SELU, first and last layers, own
+    # backward passes); torch's float64 autograd through baddbmm + selu is the reference.
+    runs, n, in_dim, out_dim, width = shape
+    net = EnsembleMLP(runs, in_dim, out_dim, width)
+    net.reset_parameters(RunStreams(3, (1,), range(runs)))
+    ref = EnsembleMLP(runs, in_dim, out_dim, width).double()
+    ref.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
     g = torch.Generator().manual_seed(0)
-    h, w, b = (
-        torch.randn(s, generator=g, dtype=torch.float64) for s in ((3, 7, 5), (3, 5, 2), (3, 1, 2))
-    )
-    assert torch.autograd.gradcheck(
-        _NarrowLinear.apply, tuple(t.clone().requires_grad_() for t in (h, w, b))
-    )
-    args = [t.clone().requires_grad_() for t in (h, w, b)]
-    ref = [t.clone().requires_grad_() for t in (h, w, b)]
-    up = torch.randn(3, 7, 2, generator=g, dtype=torch.float64)
-    (_NarrowLinear.apply(*args) * up).sum().backward()
-    (torch.baddbmm(ref[2], ref[0], ref[1]) * up).sum().backward()
-    for a, r in zip(args, ref):
-        assert torch.allclose(a.grad, r.grad, atol=1e-12)
-        assert a.grad.is_contiguous()
+    x = (torch.randn(runs, n, in_dim, generator=g) * 3).requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    up = torch.randn(runs, n, out_dim, generator=g)
+    y, y64 = net(x), ref.reference_forward(x64)
+    assert y.dtype == torch.float32
+    assert torch.allclose(y.double(), y64, rtol=0, atol=2e-6 * float(y64.detach().abs().max()))
+    (y * up).sum().backward()
+    (y64 * up.double()).sum().backward()
+    for a, b in [(x, x64), *zip(net.parameters(), ref.parameters())]:
+        scale = float(b.grad.abs().max())
+        assert scale > 0
+        assert torch.allclose(a.grad.double(), b.grad, rtol=0, atol=2e-6 * scale)
+
+
+def test_compiled_selu_is_as_accurate_as_torch():
+    from simulations._selu_kernels import bias_selu_forward
+
+    v = np.concatenate(
+        [np.linspace(-40, 40, 200_001), -np.logspace(-30, 1, 2000), np.logspace(-30, 1, 2000)]
+    ).astype(np.float32)
+    v = np.concatenate([v, [0.0, -0.0, -np.inf, np.inf, np.nan]]).astype(np.float32)
+    out = np.empty_like(v)[None, :, None]
+    bias_selu_forward(v[None, :, None], np.zeros((1, 1), np.float32), out)
+    exact = torch.nn.functional.selu(torch.from_numpy(v).double()).numpy()
+    mine = out.ravel().astype(np.float64)
+    torch32 = torch.nn.functional.selu(torch.from_numpy(v)).double().numpy()
+    finite = np.isfinite(v)
+
+    def rel(a):
+        return np.abs(a[finite] - exact[finite]) / np.maximum(np.abs(exact[finite]), 1e-38)
+
+    assert rel(mine).max() < 4e-7  # a few float32 units, near 0 as well (expm1-like)
+    assert rel(mine).max() < 2 * rel(torch32).max()
+    # -inf, inf: the float32 limits -s a and inf
+    assert np.array_equal(mine[~finite][:2], exact[~finite][:2].astype(np.float32))
+    assert np.isnan(mine[-1])  # a diverged training stays visible in its loss
 
 
 @pytest.mark.parametrize("kind", ["flow", "diffusion"])
