@@ -150,10 +150,7 @@ def head_forward(pre, bias, w, bias_out, y):
     runs, rows, width = pre.shape
     m_out = w.shape[2]
     for r in prange(runs):
-        wt = np.empty((m_out, width), np.float32)
-        for j in range(width):
-            for m in range(m_out):
-                wt[m, j] = w[r, j, m]
+        wt = np.ascontiguousarray(w[r].T)  # (M, H): inner loops run along H
         for n in range(rows):
             for j in range(width):
                 pre[r, n, j] = _selu(pre[r, n, j] + bias[r, j])
@@ -172,10 +169,7 @@ def head_backward(grad_y, out, w, grad_pre, grad_bias, grad_w, grad_bias_out):
     runs, rows, width = out.shape
     m_out = w.shape[2]
     for r in prange(runs):
-        wt = np.empty((m_out, width), np.float32)
-        for j in range(width):
-            for m in range(m_out):
-                wt[m, j] = w[r, j, m]
+        wt = np.ascontiguousarray(w[r].T)  # (M, H): inner loops run along H
         gw = np.zeros((m_out, width), np.float32)
         gb = np.zeros(width, np.float32)
         gbo = np.zeros(m_out, np.float32)

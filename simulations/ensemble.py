@@ -72,6 +72,14 @@ def _row_bias(b: torch.Tensor) -> np.ndarray:
     return _np(b).reshape(b.shape[0], b.shape[2])
 
 
+def _writable(ctx, pre: torch.Tensor) -> torch.Tensor:
+    """pre itself, marked as modified in place, or a contiguous copy if it is not contiguous."""
+    if not pre.is_contiguous():
+        return pre.contiguous()
+    ctx.mark_dirty(pre)
+    return pre
+
+
 class _InputLayer(torch.autograd.Function):
     """SELU(x @ w + b) for a narrow input (x: (R, N, K), K = 3 here), in one compiled pass.
 
@@ -122,10 +130,7 @@ class _BiasSELU(torch.autograd.Function):
     def forward(ctx, pre, b):
         from simulations._selu_kernels import bias_selu_forward
 
-        if pre.is_contiguous():
-            ctx.mark_dirty(pre)
-        else:
-            pre = pre.contiguous()
+        pre = _writable(ctx, pre)
         bias_selu_forward(_np(pre), _row_bias(b), _np(pre))
         ctx.save_for_backward(pre)
         return pre
@@ -153,10 +158,7 @@ class _Head(torch.autograd.Function):
     def forward(ctx, pre, b, w_out, b_out):
         from simulations._selu_kernels import head_forward
 
-        if pre.is_contiguous():
-            ctx.mark_dirty(pre)
-        else:
-            pre = pre.contiguous()
+        pre = _writable(ctx, pre)
         w_out = w_out.contiguous()
         y = torch.empty(pre.shape[0], pre.shape[1], w_out.shape[2], dtype=pre.dtype)
         head_forward(_np(pre), _row_bias(b), _np(w_out), _row_bias(b_out), y.numpy())
