@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from simulations import sweep as sw
+from stability.app.sweep import engine as sw
 
 
 def gaussian_spec(cells: int, runs: int, iterations: int) -> sw.SweepSpec:

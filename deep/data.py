@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stability.errors import check_n
+from stability.errors import UsageError, check_n
 
 __all__ = [
     "ImageDataset",
@@ -86,7 +86,7 @@ class ImageDataset:
         if self.labels is not None:
             self.labels = np.asarray(self.labels)
             if self.labels.ndim not in (1, 2) or len(self.labels) != len(self.images):
-                raise ValueError(
+                raise UsageError(
                     f"labels must have shape (N,) or (N, K) with N = {len(self.images)}, "
                     f"got {self.labels.shape}"
                 )
@@ -96,7 +96,7 @@ class ImageDataset:
         """Side of the (square) images in pixels."""
         h, w = self.images.shape[2:]
         if h != w:
-            raise ValueError(f"{self.name}: images are {h}x{w}, not square")
+            raise UsageError(f"{self.name}: images are {h}x{w}, not square")
         return h
 
     @property
@@ -156,12 +156,12 @@ def load_images(
         With a one-line message, for any bad spec, path or file.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"data spec must be a non-empty string, got {spec!r}")
+        raise UsageError(f"data spec must be a non-empty string, got {spec!r}")
     if resolution is not None:
         check_n(resolution, "resolution", minimum=1)
         resolution = int(resolution)
     if channels is not None and channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        raise UsageError(f"channels must be 1 or 3, got {channels!r}")
     if limit is not None:
         check_n(limit, "limit", minimum=1)
         limit = int(limit)
@@ -183,7 +183,7 @@ def load_images(
         data = _load_folder(path, name, channels, limit, resolution)
     if resolution is not None and data.images.shape[2:] != (resolution, resolution):
         h, w = data.images.shape[2:]
-        raise ValueError(
+        raise UsageError(
             f"{spec}: images are {h}x{w}, not {resolution}x{resolution} (resample them first)"
         )
     return data
@@ -197,12 +197,12 @@ def _parse_spec(spec: str) -> tuple[str | None, Path | None]:
     if sep and _PREFIX_WORD.fullmatch(head):
         if head in PREFIXES and head != "digits":
             if not rest:
-                raise ValueError(f"{spec}: missing path after '{head}='")
+                raise UsageError(f"{spec}: missing path after '{head}='")
             return head, _existing(rest)
         # A relative path may legitimately contain '=' ("run=3"): only an unknown word that
         # names no existing path is a wrong prefix.
         if not os.path.exists(spec):
-            raise ValueError(
+            raise UsageError(
                 f"unknown data prefix {head!r} in {spec!r} (expected one of: digits[:R], "
                 + ", ".join(f"{p}=PATH" for p in PREFIXES[1:])
                 + ", or a path)"
@@ -213,7 +213,7 @@ def _parse_spec(spec: str) -> tuple[str | None, Path | None]:
 def _existing(path: str) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
-        raise ValueError(f"no such file or folder: {path}")
+        raise UsageError(f"no such file or folder: {path}")
     return p
 
 
@@ -223,7 +223,7 @@ def _detect_kind(path: Path) -> str:
             return "zip"
         if tarfile.is_tarfile(path):
             return "cifar10"
-        raise ValueError(f"{path}: not a zip, a CIFAR-10 tarball or a folder of images")
+        raise UsageError(f"{path}: not a zip, a CIFAR-10 tarball or a folder of images")
     if _find_cifar(path) is not None:
         return "cifar10"
     return "folder"
@@ -252,11 +252,11 @@ def _load_digits(spec, resolution, channels, limit) -> ImageDataset:
         try:
             side = int(text)
         except ValueError:
-            raise ValueError(f"{spec}: resolution after 'digits:' must be an integer") from None
+            raise UsageError(f"{spec}: resolution after 'digits:' must be an integer") from None
         if side < 1:
-            raise ValueError(f"{spec}: resolution must be >= 1")
+            raise UsageError(f"{spec}: resolution must be >= 1")
         if resolution is not None and resolution != side:
-            raise ValueError(f"{spec} conflicts with resolution={resolution}")
+            raise UsageError(f"{spec} conflicts with resolution={resolution}")
     side = side or DIGITS_DEFAULT_RESOLUTION
     try:
         from sklearn.datasets import load_digits
@@ -358,7 +358,7 @@ def _cifar_batches(path: Path) -> tuple[str, dict[int, bytes], str]:
     if path.is_dir():
         found = _find_cifar(path)
         if found is None:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: no CIFAR-10 training batches (data_batch_1..5 or data_batch_1..5.bin, "
                 "cifar-10-batches-py/bin, or cifar-10-python/binary.tar.gz)"
             )
@@ -388,12 +388,12 @@ def _cifar_batches(path: Path) -> tuple[str, dict[int, bytes], str]:
                     if match:
                         found[int(match.group(1))] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        raise ValueError(f"{path}: cannot read the tarball ({err})") from None
+        raise UsageError(f"{path}: cannot read the tarball ({err})") from None
     if found_py:
         return "py", found_py, str(path)
     if found_bin:
         return "bin", found_bin, str(path)
-    raise ValueError(f"{path}: the tarball holds no CIFAR-10 data_batch_1..5")
+    raise UsageError(f"{path}: the tarball holds no CIFAR-10 data_batch_1..5")
 
 
 def _parse_cifar_py(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -403,28 +403,28 @@ def _parse_cifar_py(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
         raise
     except Exception as err:
         # A corrupt pickle can fail in many ways (EOFError, UnpicklingError, TypeError...).
-        raise ValueError(f"{source}: not a CIFAR-10 python batch ({err})") from None
+        raise UsageError(f"{source}: not a CIFAR-10 python batch ({err})") from None
     if not isinstance(batch, dict):
-        raise ValueError(f"{source}: not a CIFAR-10 python batch (not a dict)")
+        raise UsageError(f"{source}: not a CIFAR-10 python batch (not a dict)")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        raise ValueError(f"{source}: 'data' is not a uint8 array of shape (n, {_CIFAR_PIXELS})")
+        raise UsageError(f"{source}: 'data' is not a uint8 array of shape (n, {_CIFAR_PIXELS})")
     if data.shape[1] != _CIFAR_PIXELS:
-        raise ValueError(f"{source}: 'data' has shape {data.shape}, not (n, {_CIFAR_PIXELS})")
+        raise UsageError(f"{source}: 'data' has shape {data.shape}, not (n, {_CIFAR_PIXELS})")
     try:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError):
-        raise ValueError(f"{source}: 'labels' is not a list of integers") from None
+        raise UsageError(f"{source}: 'labels' is not a list of integers") from None
     if labels.shape != (len(data),):
-        raise ValueError(f"{source}: {len(data)} images but labels of shape {labels.shape}")
+        raise UsageError(f"{source}: {len(data)} images but labels of shape {labels.shape}")
     return data.reshape(-1, 3, _CIFAR_SIDE, _CIFAR_SIDE), labels
 
 
 def _parse_cifar_bin(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     record = 1 + _CIFAR_PIXELS
     if not raw or len(raw) % record:
-        raise ValueError(
+        raise UsageError(
             f"{source}: {len(raw)} bytes is not a whole number of {record}-byte records"
         )
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
@@ -439,7 +439,7 @@ def _load_cifar10(path: Path, channels, limit) -> ImageDataset:
     # without anyone noticing.
     if numbers != [1, 2, 3, 4, 5]:
         missing = min(set(range(1, 6)) - set(numbers))
-        raise ValueError(f"{where}: data_batch_{missing} is missing (CIFAR-10 has data_batch_1..5)")
+        raise UsageError(f"{where}: data_batch_{missing} is missing (CIFAR-10 has data_batch_1..5)")
     parse = _parse_cifar_py if fmt == "py" else _parse_cifar_bin
     images, labels = [], []
     for i in numbers:
@@ -478,11 +478,11 @@ def _decode(
                 pixels = np.asarray(im.convert(mode))
         except Exception as err:
             # Pillow signals a broken file with many exception types (OSError, SyntaxError...).
-            raise ValueError(f"cannot read image {name}: {err}") from None
+            raise UsageError(f"cannot read image {name}: {err}") from None
         size = pixels.shape[:2]
         if images is None:
             if resolution is not None and size != (resolution, resolution):
-                raise ValueError(
+                raise UsageError(
                     f"{name}: image is {size[0]}x{size[1]}, not {resolution}x{resolution} "
                     "(resample the data first)"
                 )
@@ -490,7 +490,7 @@ def _decode(
             images = np.empty((len(sources), channels or 3, *size), dtype=np.uint8)
         elif size != images.shape[2:]:
             h, w = images.shape[2:]
-            raise ValueError(
+            raise UsageError(
                 f"{name}: image is {size[0]}x{size[1]} but {sources[0][0]} is {h}x{w}; "
                 "all images must have the same size"
             )
@@ -503,7 +503,7 @@ def _decode(
 
 def _load_folder(folder: Path, name: str, channels, limit, resolution) -> ImageDataset:
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
+        raise UsageError(f"{folder}: not a folder")
     files = sorted(
         (p.relative_to(folder).as_posix(), p)
         for p in folder.rglob("*")
@@ -513,7 +513,7 @@ def _load_folder(folder: Path, name: str, channels, limit, resolution) -> ImageD
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )[:limit]
     if not files:
-        raise ValueError(f"{folder}: no PNG or JPEG images found")
+        raise UsageError(f"{folder}: no PNG or JPEG images found")
     sources = [(str(path), lambda path=path: path) for _, path in files]
     return ImageDataset(_decode(sources, channels, resolution), name)
 
@@ -522,7 +522,7 @@ def _load_zip(path: Path, channels, limit, resolution) -> ImageDataset:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{path}: not a readable zip ({err})") from None
+        raise UsageError(f"{path}: not a readable zip ({err})") from None
     with archive:
         names = sorted(
             n
@@ -530,7 +530,7 @@ def _load_zip(path: Path, channels, limit, resolution) -> ImageDataset:
             if _is_image_name(n) and not n.endswith("/") and not n.startswith("__MACOSX/")
         )[:limit]
         if not names:
-            raise ValueError(f"{path}: no PNG or JPEG images in the zip")
+            raise UsageError(f"{path}: no PNG or JPEG images in the zip")
         labels = _zip_labels(archive, names, path)
         sources = [(f"{path}:{n}", lambda n=n: io.BytesIO(archive.read(n))) for n in names]
         images = _decode(sources, channels, resolution)
@@ -548,19 +548,19 @@ def _zip_labels(archive: zipfile.ZipFile, names: list[str], path: Path) -> np.nd
             return None
         table = {str(fname): label for fname, label in pairs}
     except (ValueError, TypeError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: bad dataset.json ({err})") from None
+        raise UsageError(f"{path}: bad dataset.json ({err})") from None
     missing = [n for n in names if n not in table]
     if missing:
-        raise ValueError(f"{path}: dataset.json has no label for {missing[0]}")
+        raise UsageError(f"{path}: dataset.json has no label for {missing[0]}")
     try:
         labels = np.asarray([table[n] for n in names])
     except ValueError as err:
-        raise ValueError(f"{path}: dataset.json labels are ragged ({err})") from None
+        raise UsageError(f"{path}: dataset.json labels are ragged ({err})") from None
     if labels.dtype.kind in "iub":
         return labels.astype(np.int64)
     if labels.dtype.kind == "f":
         return labels
-    raise ValueError(f"{path}: dataset.json labels must be numbers, got {labels.dtype}")
+    raise UsageError(f"{path}: dataset.json labels must be numbers, got {labels.dtype}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,7 +569,7 @@ def _zip_labels(archive: zipfile.ZipFile, names: list[str], path: Path) -> np.nd
 
 def _check_images(images) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(
+        raise UsageError(
             "images must be a uint8 numpy array of shape (N, C, H, W), got "
             + (
                 f"{images.dtype} {images.shape}"
@@ -578,7 +578,7 @@ def _check_images(images) -> None:
             )
         )
     if images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got shape {images.shape}")
+        raise UsageError(f"images must have 1 or 3 channels, got shape {images.shape}")
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -613,10 +613,10 @@ def save_png_folder(images: np.ndarray, path) -> Path:
     """
     _check_images(images)
     if len(images) == 0:
-        raise ValueError("no images to save")
+        raise UsageError("no images to save")
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(f"{path} already exists and is not an empty folder")
+        raise UsageError(f"{path} already exists and is not an empty folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     width = max(6, len(str(len(images) - 1)))
     tmp = _temporary_sibling(path)
@@ -654,16 +654,16 @@ def save_zip(images: np.ndarray, path, labels=None) -> Path:
     """
     _check_images(images)
     if len(images) == 0:
-        raise ValueError("no images to save")
+        raise UsageError("no images to save")
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim not in (1, 2) or len(labels) != len(images):
-            raise ValueError(
+            raise UsageError(
                 f"labels must have shape (N,) or (N, K) with N = {len(images)}, got {labels.shape}"
             )
     path = Path(path)
     if path.exists():
-        raise ValueError(f"{path} already exists")
+        raise UsageError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [f"{i // 1000:05d}/img{i:08d}.png" for i in range(len(images))]
     meta = {"labels": None if labels is None else [list(p) for p in zip(names, labels.tolist())]}

@@ -31,6 +31,8 @@ import torch
 
 from deep.edm import EDMLoss, EDMPrecond, SamplerConfig, heun_sample, image_noise
 from deep.unet import SongUNet, UNetConfig
+from stability.coupling import exact_ot_pairs
+from stability.errors import UsageError
 
 METHODS = ("edm", "otcfm", "ddpm")
 
@@ -110,8 +112,6 @@ class EDMMethod(Method):
 
 def _ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs drawn with replacement from the exact OT plan of flattened minibatches (B, D)."""
-    from simulations.models2d import exact_ot_pairs
-
     i, j = exact_ot_pairs(x0, x1, u)
     return i, j
 
@@ -127,7 +127,7 @@ class OTCFMMethod(Method):
         self, sigma: float = 0.0, solver: str = "dopri5", tol: float = 1e-5, euler_steps: int = 100
     ):
         if solver not in ("dopri5", "euler"):
-            raise ValueError(f"unknown ODE solver {solver!r}; choose dopri5 or euler")
+            raise UsageError(f"unknown ODE solver {solver!r}; choose dopri5 or euler")
         from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
 
         self.sigma, self.solver, self.tol, self.euler_steps = sigma, solver, tol, euler_steps
@@ -226,7 +226,7 @@ class DDPMMethod(Method):
         clip_denoised: bool = True,
     ):
         if not 1 <= ddim_steps <= steps:
-            raise ValueError(f"ddim steps must be in [1, {steps}], got {ddim_steps}")
+            raise UsageError(f"ddim steps must be in [1, {steps}], got {ddim_steps}")
         self.steps, self.ddim_steps, self.eta = steps, ddim_steps, eta
         self.clip_denoised = bool(clip_denoised)
         self.beta_start, self.beta_end = beta_start, beta_end
@@ -294,7 +294,7 @@ def make_method(name: str, **options) -> Method:
         return OTCFMMethod(**options)
     if name == "ddpm":
         return DDPMMethod(**options)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(METHODS)}")
+    raise UsageError(f"unknown model {name!r}; choose one of {', '.join(METHODS)}")
 
 
 def net_to_dict(cfg) -> dict:

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
+from stability.errors import UsageError
+
 __all__ = [
     "FeatureExtractor",
     "InceptionV3FID",
@@ -126,16 +128,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     sigma2 = np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,):
-        raise ValueError(f"means must both have shape (D,), got {mu1.shape} and {mu2.shape}")
+        raise UsageError(f"means must both have shape (D,), got {mu1.shape} and {mu2.shape}")
     if sigma1.shape != (d, d) or sigma2.shape != (d, d):
-        raise ValueError(
+        raise UsageError(
             f"covariances must have shape ({d}, {d}), got {sigma1.shape} and {sigma2.shape}"
         )
     for name, arr in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
         if not np.isfinite(arr).all():
-            raise ValueError(f"{name} has non-finite values")
+            raise UsageError(f"{name} has non-finite values")
     if not (eps >= 0 and np.isfinite(eps)):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        raise UsageError(f"eps must be a finite number >= 0, got {eps!r}")
 
     diff = mu1 - mu2
     covmean = _sqrtm(sigma1 @ sigma2)
@@ -149,11 +151,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         offset = np.eye(d) * eps
         covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
         if not np.isfinite(covmean).all():
-            raise ValueError(f"sqrtm(sigma1 @ sigma2) is not finite even with eps = {eps:g}")
+            raise UsageError(f"sqrtm(sigma1 @ sigma2) is not finite even with eps = {eps:g}")
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=_IMAG_ATOL):
             worst = float(np.max(np.abs(covmean.imag)))
-            raise ValueError(
+            raise UsageError(
                 f"sqrtm(sigma1 @ sigma2) has an imaginary component of {worst:.3g} "
                 "(are the covariances positive semi-definite?)"
             )
@@ -221,9 +223,9 @@ def precision_recall(
     (precision, recall) : tuple of float in [0, 1]
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        raise UsageError(f"k must be an integer >= 1, got {k!r}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+        raise UsageError(f"batch must be an integer >= 1, got {batch!r}")
     need = int(k) if include_self else int(k) + 1
     real = _check_features(real, "real features", minimum=need)
     generated = _check_features(generated, "generated features", minimum=need)
@@ -290,19 +292,19 @@ def _check_features(x, name: str, minimum: int = 1) -> np.ndarray:
     if isinstance(x, np.ndarray) or hasattr(x, "__array__"):
         x = np.asarray(x, dtype=np.float64)
     else:
-        raise ValueError(f"{name} must be an array of shape (N, D), got {type(x).__name__}")
+        raise UsageError(f"{name} must be an array of shape (N, D), got {type(x).__name__}")
     if x.ndim != 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (N, D), got {x.shape}")
+        raise UsageError(f"{name} must have shape (N, D), got {x.shape}")
     if len(x) < minimum:
-        raise ValueError(f"{name}: need at least {minimum} points, got {len(x)}")
+        raise UsageError(f"{name}: need at least {minimum} points, got {len(x)}")
     if not np.isfinite(x).all():
-        raise ValueError(f"{name} has non-finite values")
+        raise UsageError(f"{name} has non-finite values")
     return x
 
 
 def _check_same_dim(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape[1] != b.shape[1]:
-        raise ValueError(
+        raise UsageError(
             f"real and generated features differ in dimension: {a.shape[1]} vs {b.shape[1]}"
         )
 
@@ -318,9 +320,9 @@ def _check_images(images, name: str = "images") -> np.ndarray:
             if isinstance(images, np.ndarray)
             else repr(type(images))
         )
-        raise ValueError(f"{name} must be a uint8 array of shape (N, C, H, W), got {got}")
+        raise UsageError(f"{name} must be a uint8 array of shape (N, C, H, W), got {got}")
     if images.shape[1] not in (1, 3):
-        raise ValueError(f"{name} must have 1 or 3 channels, got shape {images.shape}")
+        raise UsageError(f"{name} must have 1 or 3 channels, got shape {images.shape}")
     return images
 
 
@@ -369,7 +371,7 @@ class FeatureExtractor:
         module=None,
     ):
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+            raise UsageError(f"batch must be an integer >= 1, got {batch!r}")
         self.name = name
         self.fn = fn
         self.dim = None if dim is None else int(dim)
@@ -404,16 +406,16 @@ class FeatureExtractor:
 
     def _checked(self, feats: np.ndarray, n: int) -> np.ndarray:
         if feats.ndim != 2 or len(feats) != n:
-            raise ValueError(f"{self.name}: features must have shape ({n}, D), got {feats.shape}")
+            raise UsageError(f"{self.name}: features must have shape ({n}, D), got {feats.shape}")
         if self.dim is None:
             self.dim = feats.shape[1]
         elif feats.shape[1] != self.dim:
-            raise ValueError(
+            raise UsageError(
                 f"{self.name}: features have dimension {feats.shape[1]}, expected {self.dim} "
                 "(images of another shape?)"
             )
         if not np.isfinite(feats).all():
-            raise ValueError(f"{self.name}: non-finite features")
+            raise UsageError(f"{self.name}: non-finite features")
         return feats
 
 
@@ -435,7 +437,7 @@ def callable_extractor(fn, name: str, dim: int | None = None, batch: int = 500) 
     (n, D); D is checked against `dim` (or fixed by the first call when dim is None).
     """
     if not callable(fn):
-        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+        raise UsageError(f"fn must be callable, got {type(fn).__name__}")
     try:
         import torch
     except ImportError:  # plain callables work without torch
@@ -646,7 +648,7 @@ def InceptionV3FID():
 def _load_strict(module, state, source: str) -> None:
     """load_state_dict(strict=True) with a one-line ValueError naming what differs."""
     if not isinstance(state, dict):
-        raise ValueError(f"{source}: expected a state dict, got {type(state).__name__}")
+        raise UsageError(f"{source}: expected a state dict, got {type(state).__name__}")
     own = module.state_dict()
     state = dict(state)
     # Exports from torch < 0.4.1 have no BatchNorm counter; BatchNorm itself fills it in for
@@ -671,7 +673,7 @@ def _load_strict(module, state, source: str) -> None:
         ):
             if keys:
                 parts.append(f"{len(keys)} {what} (e.g. {keys[0]})")
-        raise ValueError(f"{source} does not match the network: " + ", ".join(parts))
+        raise UsageError(f"{source} does not match the network: " + ", ".join(parts))
     module.load_state_dict(state, strict=True)
 
 
@@ -882,9 +884,9 @@ def digits_extractor(
     if isinstance(real, np.ndarray):
         real = ImageDataset(real, "real")
     if not isinstance(real, ImageDataset):
-        raise ValueError(f"real must be an ImageDataset or a uint8 array, got {type(real)}")
+        raise UsageError(f"real must be an ImageDataset or a uint8 array, got {type(real)}")
     if len(real) < 2:
-        raise ValueError(
+        raise UsageError(
             f"need at least 2 real images to train the feature network, got {len(real)}"
         )
     images = real.images
@@ -911,7 +913,7 @@ def digits_extractor(
         net = _train_digits_net(images, labels, int(seed), device)
         trained = True
         if weights_path is not None:
-            from simulations.runfolder import atomic_write_bytes
+            from stability.runs.runfolder import atomic_write_bytes
 
             buf = io.BytesIO()
             torch.save({k: v.cpu() for k, v in net.state_dict().items()}, buf)
@@ -919,7 +921,7 @@ def digits_extractor(
 
     def fn(batch_images: np.ndarray):
         if batch_images.shape[1:] != shape:
-            raise ValueError(
+            raise UsageError(
                 f"the digits features were trained on images of shape {shape}, "
                 f"got {batch_images.shape[1:]}"
             )
@@ -941,7 +943,7 @@ def digits_extractor(
     if features is None:
         features = extractor(images)
         if features_path is not None:
-            from simulations.runfolder import atomic_save_npz
+            from stability.runs.runfolder import atomic_save_npz
 
             atomic_save_npz(features_path, features=features, key=np.array(key))
     extractor.remember(images, features)
@@ -990,22 +992,22 @@ def make_extractor(spec: str, real=None, cache_dir=None, device: str = "cpu") ->
     `cache_dir` (None: no cache). Raises ValueError with one line for anything else.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"feature spec must be one of {', '.join(FEATURE_SPECS)}, got {spec!r}")
+        raise UsageError(f"feature spec must be one of {', '.join(FEATURE_SPECS)}, got {spec!r}")
     head, sep, rest = spec.strip().partition("=")
     if head == "inception":
         if not sep or not rest:
-            raise ValueError(
+            raise UsageError(
                 "inception features need the weights file: inception=FILE "
                 "(pt_inception-2015-12-05-6726825d.pth; nothing is downloaded)"
             )
         return inception_extractor(rest, device=device)
     if head == "digits" and not sep:
         if real is None:
-            raise ValueError("digits features are trained on the real images: none were given")
+            raise UsageError("digits features are trained on the real images: none were given")
         return digits_extractor(real, cache_dir, device=device)
     if head == "pixels" and not sep:
         return pixels_extractor()
-    raise ValueError(f"unknown feature spec {spec!r} (expected {', '.join(FEATURE_SPECS)})")
+    raise UsageError(f"unknown feature spec {spec!r} (expected {', '.join(FEATURE_SPECS)})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1040,12 +1042,12 @@ def evaluate(
     """
     if real_features is None:
         if real_images is None:
-            raise ValueError("give the real images or their features")
+            raise UsageError("give the real images or their features")
         real_features = extractor(real_images)
     else:
         real_features = _check_features(real_features, "real features", minimum=2)
         if real_images is not None and len(_check_images(real_images)) != len(real_features):
-            raise ValueError(
+            raise UsageError(
                 f"{len(real_features)} real features for {len(real_images)} real images"
             )
     generated_features = extractor(generated_images)

@@ -30,9 +30,9 @@ from deep import dist
 from deep.methods import METHODS, OTCFMNet, make_method, net_from_dict
 from deep.train import FORMAT, Trainer, TrainOptions, load_weights
 from deep.unet import UNetConfig
-from simulations.runfolder import RunFolder, atomic_write_text, summary_rows, write_summary
-from stability.errors import check_lam, check_n
+from stability.errors import UsageError, check_lam, check_n
 from stability.loop import Policy, retrain, synthetic_count
+from stability.runs.runfolder import RunFolder, atomic_write_text, summary_rows, write_summary
 
 NETS = ("auto", "tiny", "cifar10", "ffhq64")
 
@@ -111,7 +111,7 @@ class DeepConfig:
             )
         if self.model == "ddpm":
             return make_method("ddpm", ddim_steps=self.ddim_steps, clip_denoised=self.ddim_clip)
-        raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown model {self.model!r}; choose one of {', '.join(METHODS)}")
 
     def train_options(self) -> TrainOptions:
         method = self.method()
@@ -170,7 +170,7 @@ def net_config(cfg: DeepConfig, channels: int, resolution: int):
         name = ("cifar10" if resolution == 32 else "ffhq64") if paper else "tiny"
     if cfg.model == "otcfm":
         if name == "ffhq64":
-            raise ValueError(
+            raise UsageError(
                 "OT-CFM has the paper's CIFAR-10 network only; use --net cifar10 or tiny"
             )
         net = OTCFMNet.tiny(resolution, channels) if name == "tiny" else OTCFMNet.cifar10()
@@ -191,7 +191,7 @@ def net_config(cfg: DeepConfig, channels: int, resolution: int):
                 0,
             )
     if (net.resolution, net.channels) != (resolution, channels):
-        raise ValueError(
+        raise UsageError(
             f"network {name} is for {net.channels}x{net.resolution}x{net.resolution} images, "
             f"the data are {channels}x{resolution}x{resolution}"
         )
@@ -202,26 +202,26 @@ def _validate(cfg: DeepConfig):
     from deep.data import load_images
 
     if cfg.model not in METHODS:
-        raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown model {cfg.model!r}; choose one of {', '.join(METHODS)}")
     if cfg.net not in NETS:
-        raise ValueError(f"unknown network {cfg.net!r}; choose one of {', '.join(NETS)}")
+        raise UsageError(f"unknown network {cfg.net!r}; choose one of {', '.join(NETS)}")
     lam = check_lam(cfg.lam)
     check_n(cfg.iterations, "iterations", minimum=1)
     for name in ("kimg", "batch"):
         if not getattr(cfg, name) > 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+            raise UsageError(f"{name} must be > 0, got {getattr(cfg, name)}")
     if cfg.lr is not None and not cfg.lr > 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+        raise UsageError(f"lr must be > 0, got {cfg.lr}")
     if cfg.init_kimg < 0:
-        raise ValueError(f"init-kimg must be >= 0, got {cfg.init_kimg}")
+        raise UsageError(f"init-kimg must be >= 0, got {cfg.init_kimg}")
     if cfg.init is None and cfg.init_kimg == 0:
-        raise ValueError(
+        raise UsageError(
             "give --init CKPT or --init-kimg > 0 (the model fitted on real data at t = 0)"
         )
     data = load_images(cfg.data, resolution=cfg.resolution)
     n = cfg.n or len(data)
     if n > len(data):
-        raise ValueError(f"--n {n} exceeds the {len(data)} images of the data set")
+        raise UsageError(f"--n {n} exceeds the {len(data)} images of the data set")
     check_n(n, "n")
     policy = Policy(cfg.policy, lam, cfg.n_fresh, cfg.subsample_size)
     net = net_config(cfg, data.channels, data.resolution)
@@ -229,12 +229,12 @@ def _validate(cfg: DeepConfig):
         state = load_weights(cfg.init)
         if state.get("format") == FORMAT:
             if state.get("method", "edm") != cfg.model:
-                raise ValueError(
+                raise UsageError(
                     f"checkpoint {Path(cfg.init).name} holds a {state.get('method')} model, not {cfg.model}"
                 )
             stored = state["net_cfg"]
             if (stored["resolution"], stored["channels"]) != (data.resolution, data.channels):
-                raise ValueError(
+                raise UsageError(
                     f"checkpoint {Path(cfg.init).name} is for {stored['channels']}x{stored['resolution']}"
                     f"x{stored['resolution']} images, the data are "
                     f"{data.channels}x{data.resolution}x{data.resolution}"
@@ -469,7 +469,7 @@ def _figures(folder: RunFolder, metrics: dict, model: _Phased, cfg: DeepConfig) 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from simulations.plots import save_figure
+    from stability.runs.plots import save_figure
 
     paths = []
     ts = sorted(int(t) for t in metrics)
@@ -523,18 +523,18 @@ def compare_runs(runs: list[str | Path], out: str | Path) -> dict:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from simulations.plots import save_figure
+    from stability.runs.plots import save_figure
 
     loaded = []
     for run in runs:
         run = Path(run)
         cfg_path, met_path = run / "config.json", run / "metrics.json"
         if not cfg_path.is_file() or not met_path.is_file():
-            raise ValueError(f"{str(run)!r} is not a deep run folder (no config.json/metrics.json)")
+            raise UsageError(f"{str(run)!r} is not a deep run folder (no config.json/metrics.json)")
         opts = json.loads(cfg_path.read_text())["options"]
         metrics = json.loads(met_path.read_text())
         if not metrics:
-            raise ValueError(f"{str(run)!r} has no finished iteration yet")
+            raise UsageError(f"{str(run)!r} has no finished iteration yet")
         loaded.append((run, opts, metrics))
     names = [m for m in COMPARED if any(m in row for _, _, mt in loaded for row in mt.values())]
     if not names:

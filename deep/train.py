@@ -26,6 +26,7 @@ import torch
 from deep import dist
 from deep.edm import SamplerConfig, to_uint8
 from deep.methods import EDMMethod, Method, net_to_dict
+from stability.errors import UsageError
 
 RAMPUPS = ("restart", "continue", "none")
 FORMAT = "retrain-stability/deep-v1"
@@ -54,15 +55,15 @@ class TrainOptions:
 
     def __post_init__(self):
         if self.rampup not in RAMPUPS:
-            raise ValueError(f"rampup must be one of {', '.join(RAMPUPS)}, got {self.rampup!r}")
+            raise UsageError(f"rampup must be one of {', '.join(RAMPUPS)}, got {self.rampup!r}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.batch < 1 or not self.lr > 0:
-            raise ValueError("batch must be >= 1 and lr > 0")
+            raise UsageError("batch must be >= 1 and lr > 0")
         if self.ema_halflife_kimg is not None and not self.ema_halflife_kimg > 0:
-            raise ValueError(f"ema half-life must be > 0 kimg, got {self.ema_halflife_kimg}")
+            raise UsageError(f"ema half-life must be > 0 kimg, got {self.ema_halflife_kimg}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema decay must be in [0, 1), got {self.ema_decay}")
+            raise UsageError(f"ema decay must be in [0, 1), got {self.ema_decay}")
 
 
 class Trainer:
@@ -116,7 +117,7 @@ class Trainer:
         steps = max(1, math.ceil(kimg * 1000 / opts.batch))
         w, r = dist.world(), dist.rank()
         if opts.batch % w:
-            raise ValueError(f"batch {opts.batch} is not divisible by the {w} processes")
+            raise UsageError(f"batch {opts.batch} is not divisible by the {w} processes")
         local = opts.batch // w
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.phases)
         # Dropout draws from torch's global stream: seed it per (phase, process) so that a
@@ -243,7 +244,7 @@ class Trainer:
 
     def save(self, path: Path) -> None:
         """Write a checkpoint atomically (torch.save of tensors and plain types only)."""
-        from simulations.runfolder import atomic_write_bytes
+        from stability.runs.runfolder import atomic_write_bytes
 
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
@@ -264,7 +265,7 @@ class Trainer:
             return
         if state.get("format") == FORMAT:
             if state.get("method", "edm") != self.method.name:
-                raise ValueError(
+                raise UsageError(
                     f"{Path(path).name} holds a {state.get('method')} model, not {self.method.name}"
                 )
             self.net.load_state_dict(state["net"], strict=True)
@@ -292,16 +293,16 @@ def load_weights(path, device="cpu") -> dict:
     cannot be read safely."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"checkpoint {str(p)!r} does not exist")
+        raise UsageError(f"checkpoint {str(p)!r} does not exist")
     if p.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ValueError("reading .safetensors needs the safetensors package") from None
+            raise UsageError("reading .safetensors needs the safetensors package") from None
         return load_file(str(p), device=device)
     try:
         return torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # refused pickles and corrupt files are bad input
-        raise ValueError(
+        raise UsageError(
             f"cannot load {p.name} with weights_only=True: {str(exc).splitlines()[0]}"
         ) from None

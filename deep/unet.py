@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from stability.errors import UsageError
+
 
 def _init(shape, mode: str, fan_in: int, fan_out: int) -> torch.Tensor:
     if mode == "xavier_uniform":
         return math.sqrt(6 / (fan_in + fan_out)) * (torch.rand(*shape) * 2 - 1)
     if mode == "kaiming_normal":
         return math.sqrt(1 / fan_in) * torch.randn(*shape)
-    raise ValueError(f"unknown init mode {mode!r}")
+    raise UsageError(f"unknown init mode {mode!r}")
 
 
 class Linear(torch.nn.Module):

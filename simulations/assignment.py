@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stability.errors import UsageError
+
 _EPS_START_REL = 1.0 / 16  # first auction epsilon, relative to the cost range (warm start only)
 _THETA = 4  # epsilon-scaling factor between auction phases
 _kernels = None
@@ -49,12 +51,12 @@ def _get():
 def _check_square(cost: np.ndarray) -> np.ndarray:
     cost = np.ascontiguousarray(cost, dtype=np.float64)
     if cost.ndim not in (2, 3) or cost.shape[-1] != cost.shape[-2] or cost.shape[-1] == 0:
-        raise ValueError(
+        raise UsageError(
             f"the assignment solver needs square cost matrices, shape (n, n) or (R, n, n), "
             f"n >= 1; got {cost.shape}"
         )
     if not np.isfinite(cost).all():
-        raise ValueError("cost matrix has NaN or infinite entries")
+        raise UsageError("cost matrix has NaN or infinite entries")
     return cost
 
 
@@ -90,19 +92,19 @@ def match_points(x: np.ndarray, y: np.ndarray, metric: str = "sqeuclidean"):
     of costs, so that W_p^p = total / n.
     """
     if metric not in ("sqeuclidean", "euclidean"):
-        raise ValueError(f"unknown metric {metric!r}; choose sqeuclidean or euclidean")
+        raise UsageError(f"unknown metric {metric!r}; choose sqeuclidean or euclidean")
     x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     single = x.ndim == 2
     if single:
         x, y = x[None], y[None]
     if x.ndim != 3 or x.shape != y.shape or x.shape[1] == 0:
-        raise ValueError(
+        raise UsageError(
             f"match_points needs two point clouds of the same shape (R, n, d), n >= 1; "
             f"got {x.shape} and {y.shape}"
         )
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("points have NaN or infinite coordinates")
+        raise UsageError("points have NaN or infinite coordinates")
     solve_points = _get()[1]
     perm, total = solve_points(x, y, metric == "sqeuclidean", _EPS_START_REL, _THETA)
     return (perm[0], total[0]) if single else (perm, total)

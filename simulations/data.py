@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stability.errors import check_dim, check_finite, check_n
+from stability.errors import UsageError, check_dim, check_finite, check_n
 from stability.linalg import random_spd
 
 DATASETS = ("gaussian", "moons", "moons-ffjord", "8gaussians", "8gaussians-ffjord")
@@ -104,7 +104,7 @@ def population_moments(name: str, dim: int = 2, cond: float = 1.0) -> tuple[np.n
         return np.zeros(2), (25 * 0.5 + 0.1**0.5) * np.eye(2)
     if name == "8gaussians-ffjord":
         return np.zeros(2), (16 * 0.5 + 0.25) / 1.414**2 * np.eye(2)
-    raise ValueError(
+    raise UsageError(
         f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} or a .npy file"
     )
 
@@ -158,7 +158,7 @@ class DataSource:
             return self.mean + rng.standard_normal((n, self.dim)) @ root.T
         if self.is_file:
             if n > len(self.points):
-                raise ValueError(f"asked for {n} points from a file of {len(self.points)} rows")
+                raise UsageError(f"asked for {n} points from a file of {len(self.points)} rows")
             return self.points[rng.choice(len(self.points), size=n, replace=False)]
         return _SAMPLERS[self.name](n, rng)
 
@@ -186,20 +186,20 @@ def load_points(path: str | Path, dim: int | None = None) -> np.ndarray:
     """Read a .npy file of shape (N, d) with N >= 2 finite rows; checks d against `dim`."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"data file {str(p)!r} does not exist")
+        raise UsageError(f"data file {str(p)!r} does not exist")
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:  # any unreadable file is bad input
-        raise ValueError(f"cannot read {str(p)!r} as a .npy array: {exc}") from None
+        raise UsageError(f"cannot read {str(p)!r} as a .npy array: {exc}") from None
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise ValueError(f"data file must hold an array of shape (N, d), got shape {arr.shape}")
+        raise UsageError(f"data file must hold an array of shape (N, d), got shape {arr.shape}")
     arr = check_finite(arr, f"data file {p.name}")
     if arr.shape[0] < 2:
-        raise ValueError(f"data file must have at least 2 rows, got {arr.shape[0]}")
+        raise UsageError(f"data file must have at least 2 rows, got {arr.shape[0]}")
     if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"--dim {dim} does not match the data file's dimension {arr.shape[1]}")
+        raise UsageError(f"--dim {dim} does not match the data file's dimension {arr.shape[1]}")
     return arr
 
 
@@ -210,21 +210,21 @@ def make_source(name: str, dim: int | None = None, cond: float = 1.0) -> DataSou
         mean = pts.mean(axis=0)
         cov = np.atleast_2d(np.cov(pts.T, ddof=0))
         if np.linalg.eigvalsh(cov)[0] <= 0:
-            raise ValueError("data file has a singular covariance (points on a subspace)")
+            raise UsageError("data file has a singular covariance (points on a subspace)")
         return DataSource(name, pts.shape[1], mean, cov, points=pts)
     if name in TWO_D:
         if dim not in (None, 2):
-            raise ValueError(f"data set {name!r} is 2-dimensional, got --dim {dim}")
+            raise UsageError(f"data set {name!r} is 2-dimensional, got --dim {dim}")
         mean, cov = population_moments(name)
         return DataSource(name, 2, mean, cov)
     if name == "gaussian":
         d = 2 if dim is None else dim
         check_dim(d)
         if not (cond >= 1.0 and math.isfinite(cond)):
-            raise ValueError(f"--data-cond must be a finite number >= 1, got {cond}")
+            raise UsageError(f"--data-cond must be a finite number >= 1, got {cond}")
         mean, cov = population_moments(name, d, cond)
         return DataSource(name, d, mean, cov, cond=cond)
-    raise ValueError(
+    raise UsageError(
         f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} or a .npy file"
     )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stability.errors import UsageError
 from stability.linalg import sqrtm_psd, svec, sym
 from stability.loop import PointSet
 
@@ -66,7 +67,7 @@ class GaussianStats:
         return GaussianStats(n, mean, scatter)
 
     def subsample(self, m, rng):
-        raise ValueError(
+        raise UsageError(
             "a subsample has no sufficient-statistics form (subsamples overlap across iterations): "
             "use --engine sample for policy accumulate-subsample"
         )
@@ -177,7 +178,7 @@ class GaussianModel:
 
     def __init__(self, engine: str = "exact", ddof: int = 1):
         if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose exact or sample")
+            raise UsageError(f"unknown engine {engine!r}; choose exact or sample")
         self.engine = engine
         self.ddof = ddof
         self.mu: np.ndarray | None = None
@@ -186,7 +187,7 @@ class GaussianModel:
     def fit(self, data) -> None:
         stats = data if isinstance(data, GaussianStats) else GaussianStats.from_points(data.x)
         if stats.count - self.ddof <= 0:
-            raise ValueError(
+            raise UsageError(
                 f"cannot fit a covariance on {stats.count} point(s) with ddof={self.ddof}"
             )
         # Scatters are symmetric by construction (outer products, congruences), so no sym().

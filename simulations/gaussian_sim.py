@@ -30,7 +30,9 @@ from simulations.gaussian import (
     Metrics,
     sample_real_stats,
 )
-from simulations.runfolder import (
+from stability.errors import UsageError, check_lam, check_n
+from stability.loop import PointSet, Policy, retrain
+from stability.runs.runfolder import (
     RunFolder,
     atomic_save_npz,
     format_lam,
@@ -38,8 +40,6 @@ from simulations.runfolder import (
     summary_rows,
     write_summary,
 )
-from stability.errors import check_lam, check_n
-from stability.loop import PointSet, Policy, retrain
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,14 @@ class GaussianSimConfig:
         Returns the completed config, the data source and one Policy per lambda.
         """
         if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; choose exact or sample")
+            raise UsageError(f"unknown engine {self.engine!r}; choose exact or sample")
         if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; choose unbiased or mle")
+            raise UsageError(f"unknown estimator {self.estimator!r}; choose unbiased or mle")
         if not self.lams:
-            raise ValueError("give at least one lambda")
+            raise UsageError("give at least one lambda")
         lams = tuple(check_lam(v) for v in self.lams)
         if len(set(lams)) != len(lams):
-            raise ValueError("lambda values must be distinct")
+            raise UsageError("lambda values must be distinct")
         source = make_source(self.data, self.dim, self.data_cond)
         n = self.n
         if n is None:
@@ -83,20 +83,20 @@ class GaussianSimConfig:
         check_sizes(n, self.runs, self.iterations)
         check_n(self.block_size, "block_size", minimum=1)
         if source.is_file and n > len(source.points):
-            raise ValueError(f"--n {n} exceeds the {len(source.points)} rows of the data file")
+            raise UsageError(f"--n {n} exceeds the {len(source.points)} rows of the data file")
         if self.estimator == "unbiased" and n < 2:
-            raise ValueError("n must be >= 2")
+            raise UsageError("n must be >= 2")
         policies = [Policy(self.policy, lam, self.n_fresh, self.subsample_size) for lam in lams]
         if self.policy == "accumulate-subsample" and self.engine == "exact":
-            raise ValueError(
+            raise UsageError(
                 "policy accumulate-subsample has no exact (sufficient-statistics) form; use --engine sample"
             )
         if self.policy == "fresh" and source.is_file and (self.n_fresh or n) > len(source.points):
-            raise ValueError("--n-fresh exceeds the rows of the data file")
+            raise UsageError("--n-fresh exceeds the rows of the data file")
         for pol in policies:
             sizes = pol.sizes(n, 1)
             if min(sizes) - ESTIMATORS[self.estimator] <= 0:
-                raise ValueError(
+                raise UsageError(
                     f"{pol.label}: a training set of {min(sizes)} point(s) is too small"
                 )
         cfg = GaussianSimConfig(
@@ -290,7 +290,7 @@ def _alpha_overlays(cfg: GaussianSimConfig, rows: list[dict]):
 def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path) -> list[str]:
     """One PNG per metric (skipping files that already exist); returns their paths."""
     from simulations.gaussian import METRIC_DOC
-    from simulations.plots import metric_figure, save_figure
+    from stability.runs.plots import metric_figure, save_figure
 
     paths = []
     for metric in METRICS:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from simulations.ensemble import EnsembleMLP, RunStreams, minibatch_indices
+from stability.coupling import inverse_cdf_pick, pairs_from_permutation
+from stability.errors import UsageError
 from stability.loop import PointSet
 
 FLOW_MATCHERS = ("otcfm", "cfm", "sbcfm")
@@ -148,7 +150,7 @@ def _torchcfm_matcher(name: str, sigma: float):
         return ConditionalFlowMatcher(sigma=sigma)
     if name == "sbcfm":
         return SchrodingerBridgeConditionalFlowMatcher(sigma=sigma, ot_method="exact")
-    raise ValueError(f"unknown flow matcher {name!r}; choose one of {', '.join(FLOW_MATCHERS)}")
+    raise UsageError(f"unknown flow matcher {name!r}; choose one of {', '.join(FLOW_MATCHERS)}")
 
 
 def exact_ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -190,21 +192,13 @@ def exact_ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> np.ndarray:
 
             cost = np.stack([ot.dist(x0[k], x1[k], metric="sqeuclidean") for k in range(r)])
             perm = solve_assignment(cost)[0]
-        # the plan's non-zero cells in row-major order are (i, perm[i]), each of mass 1/b
-        pick = _pick(np.full(b, 1.0 / b), u)
-        pairs = np.stack([pick, np.take_along_axis(perm, pick, axis=1)], axis=1)
+        pairs = pairs_from_permutation(perm, u)
     return pairs[0] if single else pairs
-
-
-def _pick(p, u):
-    """Indices drawn with probabilities p (shape (K,)) by inverse CDF at uniforms u (any shape)."""
-    cdf = np.cumsum(p / p.sum())
-    return np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
 
 
 def _draw_cells(rows, cols, p, u):
     """Cells (rows[k], cols[k]) drawn with probabilities p by inverse CDF at uniforms u."""
-    pick = _pick(p, u)
+    pick = inverse_cdf_pick(p, u)
     return np.stack([rows[pick], cols[pick]])
 
 
@@ -223,7 +217,7 @@ class FlowModel(_EnsembleModel):
         stream_key: tuple = (4,),
     ):
         if solver not in SOLVERS:
-            raise ValueError(f"unknown ODE solver {solver!r}; choose euler or dopri5")
+            raise UsageError(f"unknown ODE solver {solver!r}; choose euler or dopri5")
         self.matcher_name = matcher
         self.fm = _torchcfm_matcher(matcher, sigma)
         self.solver = solver
@@ -307,7 +301,7 @@ class DiffusionModel(_EnsembleModel):
             beta_start * scale, beta_end * scale, diffusion_steps, dtype=torch.float64
         )
         if float(self.betas[-1]) >= 1:
-            raise ValueError(f"diffusion_steps = {diffusion_steps} is too small for this schedule")
+            raise UsageError(f"diffusion_steps = {diffusion_steps} is too small for this schedule")
         self.alphas = 1 - self.betas
         self.alpha_bar = torch.cumprod(self.alphas, 0)
         # the forward process' coefficients sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t) in float32,

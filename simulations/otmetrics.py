@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from stability.errors import UsageError
+
 if "torch" not in sys.modules:
     # POT imports torch for its backend when torch is installed; callers that do not use torch
     # (the Gaussian simulator, the benchmarks) should not pay seconds of import for it.
@@ -47,7 +49,7 @@ def wasserstein_batch(x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
     measures of equal size is a permutation / n). Returns shape (R,).
     """
     if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p}")
+        raise UsageError(f"p must be 1 or 2, got {p}")
     from simulations.assignment import match_points
 
     _, total = match_points(x, y, "euclidean" if p == 1 else "sqeuclidean")
@@ -75,7 +77,7 @@ def sliced_w2_batch(x: np.ndarray, y: np.ndarray, projections: int, seeds) -> np
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 3 or x.shape != y.shape or len(seeds) != x.shape[0]:
-        raise ValueError(
+        raise UsageError(
             f"sliced_w2_batch needs x, y of the same shape (R, n, d) and R seeds; "
             f"got {x.shape}, {y.shape} and {len(seeds)} seeds"
         )

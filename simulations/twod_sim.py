@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from simulations.data import TWO_D, DataSource, make_source
-from simulations.runfolder import (
+from stability.errors import UsageError, check_lam, check_n
+from stability.loop import LoopState, PointSet, Policy, retrain, synthetic_count
+from stability.runs.runfolder import (
     RunFolder,
     atomic_write_bytes,
     format_lam,
@@ -35,8 +37,6 @@ from simulations.runfolder import (
     summary_rows,
     write_summary,
 )
-from stability.errors import check_lam, check_n
-from stability.loop import LoopState, PointSet, Policy, retrain, synthetic_count
 
 MODELS = ("flow", "diffusion")
 METRICS_2D = ("w1", "w2", "w2_sliced", "param_distance", "loss")
@@ -76,9 +76,9 @@ class TwoDConfig:
         from simulations.models2d import FLOW_MATCHERS, SOLVERS
 
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose flow or diffusion")
+            raise UsageError(f"unknown model {self.model!r}; choose flow or diffusion")
         if self.data not in TWO_D:
-            raise ValueError(f"unknown 2D data set {self.data!r}; choose one of {', '.join(TWO_D)}")
+            raise UsageError(f"unknown 2D data set {self.data!r}; choose one of {', '.join(TWO_D)}")
         source = make_source(self.data)
         check_n(self.n, "n")
         check_n(self.runs, "runs", minimum=1)
@@ -86,31 +86,31 @@ class TwoDConfig:
         for name in ("epochs", "init_epochs", "lr", "sigma"):
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name.replace('_', '-')} must be a positive number, got {v}")
+                raise UsageError(f"{name.replace('_', '-')} must be a positive number, got {v}")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
         check_n(self.batch, "batch", minimum=1)
         check_n(self.width, "width", minimum=1)
         check_n(self.ode_steps, "ode_steps", minimum=1)
         check_n(self.diffusion_steps, "diffusion_steps", minimum=2)
         if self.fm not in FLOW_MATCHERS:
-            raise ValueError(
+            raise UsageError(
                 f"unknown flow matcher {self.fm!r}; choose one of {', '.join(FLOW_MATCHERS)}"
             )
         if self.solver not in SOLVERS:
-            raise ValueError(f"unknown ODE solver {self.solver!r}; choose euler or dopri5")
+            raise UsageError(f"unknown ODE solver {self.solver!r}; choose euler or dopri5")
         if not self.lams:
-            raise ValueError("give at least one lambda")
+            raise UsageError("give at least one lambda")
         lams = tuple(check_lam(v) for v in self.lams)
         if len(set(lams)) != len(lams):
-            raise ValueError("lambda values must be distinct")
+            raise UsageError("lambda values must be distinct")
         policies = [Policy(self.policy, lam, self.n_fresh, self.subsample_size) for lam in lams]
         n_eval = self.n_eval or self.n
         check_n(n_eval, "n_eval")
         if self.model == "diffusion":
             scale = 1000.0 / self.diffusion_steps
             if 0.02 * scale >= 1:
-                raise ValueError(
+                raise UsageError(
                     f"diffusion-steps must be > 20 for the linear schedule, got {self.diffusion_steps}"
                 )
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -375,7 +375,7 @@ class TwoDSimulation:
         return self.describe(rows, figures)
 
     def figures(self, rows: list[dict]) -> list[str]:
-        from simulations.plots import metric_figure, save_figure
+        from stability.runs.plots import metric_figure, save_figure
 
         cfg = self.cfg
         out = self.folder.file("figures")
@@ -416,7 +416,7 @@ class TwoDSimulation:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        from simulations.plots import save_figure
+        from stability.runs.plots import save_figure
 
         cfg = self.cfg
         cols = sorted(

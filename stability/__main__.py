@@ -2,6 +2,6 @@
 
 import sys
 
-from stability.cli import main
+from stability.app.cli import main
 
 sys.exit(main())

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import special, stats
 
 from stability import gaussian
+from stability.errors import UsageError
 from stability.linalg import inv_spd, smat, svec
 
 _GH_NODES = 80  # Gauss-Hermite nodes per dimension / component: exact to polynomial degree 159
@@ -119,7 +120,7 @@ class GaussianData:
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
         if self.dim != 1:
-            raise ValueError("the CDF is defined here for 1D data only")
+            raise UsageError("the CDF is defined here for 1D data only")
         return stats.norm.cdf(x, self.mean[0], math.sqrt(self.cov[0, 0]))
 
     def describe(self) -> str:

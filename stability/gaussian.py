@@ -18,7 +18,7 @@ from functools import cache
 
 import numpy as np
 
-from stability.errors import check_lam, check_spd
+from stability.errors import UsageError, check_lam, check_spd
 from stability.linalg import duplication_matrix, inv_spd, smat, sqrtm_psd, svec, svec_basis, sym
 from stability.loop import synthetic_count
 
@@ -33,7 +33,7 @@ def _basis(d: int, coords: str) -> np.ndarray:
         return np.array([b.reshape(-1, order="F") for b in svec_basis(d)]).T
     if coords == "vech":
         return duplication_matrix(d)
-    raise ValueError(f"unknown coordinates {coords!r}; choose one of {', '.join(COORDS)}")
+    raise UsageError(f"unknown coordinates {coords!r}; choose one of {', '.join(COORDS)}")
 
 
 def n_params(d: int, coords: str = "svec") -> int:
@@ -145,7 +145,7 @@ def lipschitz_constant(d: int, coords: str) -> float:
         return 1.0
     if coords == "vech":
         return math.sqrt(2.0 - 1.0 / d)
-    raise ValueError(f"unknown coordinates {coords!r}; choose one of {', '.join(COORDS)}")
+    raise UsageError(f"unknown coordinates {coords!r}; choose one of {', '.join(COORDS)}")
 
 
 def lipschitz_measured(d: int, coords: str, rng: np.random.Generator, starts: int = 20) -> float:
@@ -296,14 +296,14 @@ def _sympy_derivatives(d: int, coords: str, param: str):
                 else:
                     mat[i, j] = mat[j, i] = c / sp.sqrt(2)
     else:
-        raise ValueError(f"unknown coordinates {coords!r}")
+        raise UsageError(f"unknown coordinates {coords!r}")
     v = sp.Matrix([xs[i] - mus[i] for i in range(d)])
     if param == "precision":
         logp = sp.log(mat.det()) / 2 - (v.T * mat * v)[0, 0] / 2
     elif param == "covariance":
         logp = -sp.log(mat.det()) / 2 - (v.T * mat.inv() * v)[0, 0] / 2
     else:
-        raise ValueError(f"unknown parametrisation {param!r}")
+        raise UsageError(f"unknown parametrisation {param!r}")
     theta = list(mus) + coord_syms
     grad = [sp.diff(logp, t) for t in theta]
     hess = [[sp.diff(g, t) for t in theta] for g in grad]

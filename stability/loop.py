@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from stability.errors import check_lam, check_n
+from stability.errors import UsageError, check_lam, check_n
 
 POLICIES = ("mix", "accumulate", "accumulate-subsample", "fresh")
 
@@ -79,7 +79,7 @@ class PointSet:
         """Uniform subsample of m points without replacement, independently per run."""
         r, n, _ = self.x.shape
         if m > n:
-            raise ValueError(f"cannot subsample {m} points from {n}")
+            raise UsageError(f"cannot subsample {m} points from {n}")
         # argsort of uniforms gives an independent uniform permutation per run.
         idx = np.argsort(rng.random((r, n)), axis=1)[:, :m]
         return PointSet(np.take_along_axis(self.x, idx[:, :, None], axis=1))
@@ -109,10 +109,10 @@ class Policy:
 
     def __post_init__(self):
         if self.name not in POLICIES:
-            raise ValueError(f"unknown policy {self.name!r}; choose one of {', '.join(POLICIES)}")
+            raise UsageError(f"unknown policy {self.name!r}; choose one of {', '.join(POLICIES)}")
         self.lam = check_lam(self.lam)
         if math.isinf(self.lam) and self.name != "mix":
-            raise ValueError(
+            raise UsageError(
                 f"lambda = inf (fully synthetic) only makes sense for policy 'mix', not {self.name!r}"
             )
         if self.n_fresh is not None:
@@ -175,7 +175,7 @@ def train_set(
         return state.pool if state.pool.size <= m else state.pool.subsample(m, rng)
     # fresh
     if fresh_source is None:
-        raise ValueError("policy 'fresh' needs a source of fresh real data")
+        raise UsageError("policy 'fresh' needs a source of fresh real data")
     fresh = fresh_source(policy.n_fresh or n, rng)
     return fresh if k == 0 else fresh.union(model.sample(k, rng))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stability.errors import check_lam
+from stability.errors import UsageError, check_lam
 from stability.families import w1_1d
 from stability.loop import synthetic_count
 
@@ -208,7 +208,7 @@ class Operator:
                 eps = w1_1d(lambda t: self.family.cdf(t, ts), self.data.cdf, lo, hi)
                 eps += _tail_w1(self.family, ts, lo, hi)
             else:
-                raise ValueError("eps is computed for 1D misspecified or Gaussian well-specified")
+                raise UsageError("eps is computed for 1D misspecified or Gaussian well-specified")
             self._cache["eps"] = float(eps)
         return self._cache["eps"]
 

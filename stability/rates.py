@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import special
 
-from stability.errors import check_dim, check_n
+from stability.errors import UsageError, check_dim, check_n
 
 # Below this x = (n-1)/2 the Gamma ratio is evaluated directly; above it the asymptotic series
 # of log(Gamma(x+1/2) / (Gamma(x) sqrt(x))) is used, whose terms shrink like x^-k: at x = 20 the
@@ -201,11 +201,11 @@ def alpha_d_quadrature(n: int, d: int, return_mass: bool = False):
     if d == 1:
         return (float(alpha(n)), 1.0) if return_mass else float(alpha(n))
     if m < d:
-        raise ValueError(f"quadrature needs n - 1 >= d (got n={n}, d={d}); use Monte-Carlo")
+        raise UsageError(f"quadrature needs n - 1 >= d (got n={n}, d={d}); use Monte-Carlo")
     if d > 3:
-        raise ValueError(f"quadrature is implemented for d <= 3 (got d={d}); use Monte-Carlo")
+        raise UsageError(f"quadrature is implemented for d <= 3 (got d={d}); use Monte-Carlo")
     if n > QUADRATURE_MAX_N:
-        raise ValueError(
+        raise UsageError(
             f"quadrature is accurate for n <= {QUADRATURE_MAX_N:.0e} (got n={n}); use "
             "alpha_d_asymptotic"
         )
@@ -280,3 +280,32 @@ def alpha_d_quadrature(n: int, d: int, return_mass: bool = False):
     mean_trace_root = math.exp(log_ratio) * v1 / v0
     value = mean_trace_root / (d * math.sqrt(m))
     return (value, mass) if return_mass else value
+
+
+def sqrt_scatter_samples(d: int, n: int, runs: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw square roots of Gaussian scatter matrices, S^(1/2) with S ~ Wishart_d(n - 1, I).
+
+    S = sum_i (z_i - z_bar)(z_i - z_bar)^T for n standard normal points z_i in R^d, the
+    scatter matrix of Lemma A.2 (iii), eq (35); E[tr S^(1/2)] / (d sqrt(n - 1)) is alpha_d(n).
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    n : int
+        Points per draw (S has n - 1 degrees of freedom).
+    runs : int
+        Number of independent draws.
+    rng : numpy.random.Generator
+        Source of the normal draws.
+
+    Returns
+    -------
+    numpy.ndarray, shape (runs, d, d)
+        The symmetric positive semi-definite square roots.
+    """
+    from stability.linalg import sqrtm_psd
+
+    z = rng.standard_normal((runs, n, d))
+    zc = z - z.mean(axis=1, keepdims=True)
+    return sqrtm_psd(np.einsum("rni,rnj->rij", zc, zc))

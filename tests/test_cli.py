@@ -88,7 +88,7 @@ def test_jacobian_json_three_methods_agree(cli):
 
 def test_core_does_not_import_torch():
     code = (
-        "import sys, stability, stability.cli as c; "
+        "import sys, stability, stability.app.cli as c; "
         "rc = c.main(['check', '--quick', 'alpha-bounds', 'prop4-fixed-point', '--json']); "
         "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
     )

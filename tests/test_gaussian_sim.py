@@ -13,9 +13,9 @@ from scipy import stats
 from simulations import gaussian_sim as gs
 from simulations.data import make_source, population_moments
 from simulations.gaussian import GaussianStats, Metrics, sample_stats, wishart_identity
-from simulations.runfolder import read_summary
 from stability import rates
 from stability.linalg import random_spd
+from stability.runs.runfolder import read_summary
 from stability.stats import mean_interval
 
 os.environ.setdefault("POT_BACKEND_DISABLE_PYTORCH", "1")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from simulations import sweep as sw
-from simulations.sweep_cli import main_collect, main_sweep
+from stability.app.sweep import engine as sw
+from stability.app.sweep.cli import main_collect, main_sweep
 
 # Tiny Gaussian cells: about a second of work each, most of it drawing the six figures.
 TINY = {"runs": 20, "iterations": 3}
@@ -227,7 +227,7 @@ def test_torchrun_command_for_multi_gpu_cells():
     cell = sw.SlurmCell("c", ["deep", "retrain", "--out", "o"], "log", "torchrun", 4)
     single = cell.command()
     assert single[1:6] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--standalone"]
-    assert single[-3:] == ["-m", "simulations.sweep", '["deep", "retrain", "--out", "o"]']
+    assert single[-3:] == ["-m", "stability.app.sweep.engine", '["deep", "retrain", "--out", "o"]']
     multi = cell.command(nnodes=2, node=1, master="node07", job_id="1234_5")
     assert multi[multi.index("--node_rank") + 1] == "1"
     assert multi[multi.index("--master_addr") + 1] == "node07"
@@ -355,7 +355,7 @@ def test_executors_and_worker_counts_give_identical_results(tmp_path, two_worker
     assert summaries(slurm) == reference
     assert all(r["job_id"] for r in status_of(slurm).values())
     # The same bytes as the single command run by hand.
-    from simulations.cli import main_gaussian
+    from stability.app.simulate import main_gaussian
 
     main_gaussian(
         ["--runs", "20", "--iterations", "3", "--lam", "inf", "--out", str(tmp_path / "x")]
@@ -512,7 +512,7 @@ def test_a_preempted_job_requeues_and_resumes_to_the_same_numbers(tmp_path):
     result = job.result()
     assert result["returncode"] == 0, log.read_text()
     assert log.read_text().count("=== ") == 2  # two attempts: before and after the requeue
-    from simulations.cli import main_gaussian
+    from stability.app.simulate import main_gaussian
 
     main_gaussian([*argv[2:], "--out", str(tmp_path / "ref")])
     assert (cell_dir / "summary.csv").read_bytes() == (
@@ -548,7 +548,7 @@ def test_collect_a_sweep_into_one_table_and_figures(two_workers, tmp_path, capsy
 
 
 def test_collect_seeds_and_loose_run_folders(tmp_path, capsys):
-    from simulations.cli import main_gaussian
+    from stability.app.simulate import main_gaussian
 
     root = tmp_path / "runs"
     for n, seed in [(10, 0), (10, 1), (30, 0)]:
@@ -602,7 +602,7 @@ def test_collect_writes_parquet_when_pyarrow_is_installed(two_workers, tmp_path)
 
 def test_the_stability_command_line_runs_sweep_and_collect(tmp_path, capsys):
     # Through the top-level CLI: bad specs are one line and exit 2, nothing written.
-    from stability.cli import main
+    from stability.app.cli import main
 
     bad = tmp_path / "bad.toml"
     bad.write_text('command = "simulate gaussian"\n[axes]\nlam = []\n')

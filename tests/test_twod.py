@@ -13,8 +13,8 @@ pytest.importorskip("torchdiffeq")
 from simulations import twod_sim as tw  # noqa: E402
 from simulations.ensemble import EnsembleMLP, RunStreams, minibatch_indices  # noqa: E402
 from simulations.models2d import DiffusionModel, FlowModel, TrainConfig, exact_ot_pairs  # noqa: E402
-from simulations.runfolder import read_summary  # noqa: E402
 from stability.loop import PointSet  # noqa: E402
+from stability.runs.runfolder import read_summary  # noqa: E402
 from stability.stats import mean_interval  # noqa: E402
 
 TINY = dict(

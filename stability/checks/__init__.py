@@ -8,8 +8,6 @@ about the paper, not an error of the toolkit.
 
 from __future__ import annotations
 
-import datetime
-import math
 import time
 import traceback
 import zlib
@@ -17,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from stability.errors import UsageError
 
 VERDICTS = ("holds", "fails", "inconclusive")
 MODES = ("quick", "default", "thorough")
@@ -38,33 +38,10 @@ class CheckResult:
     counterexample: dict | None = None
     seconds: float = 0.0
 
-    def to_json(self) -> dict:
-        out = asdict(self)
-        return _jsonable(out)
-
-
-def _jsonable(obj):
-    """Convert numpy scalars/arrays, non-finite floats and TOML dates to JSON-safe values."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (datetime.date, datetime.time)):
-        return obj.isoformat()
-    return obj
+    def to_dict(self) -> dict:
+        """The result as a plain dict (numpy values kept; `stability.runs.jsonsafe` makes it
+        JSON-safe)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -135,7 +112,7 @@ def resolve(names: list[str] | None) -> list[CheckSpec]:
     for n in names:
         matches = [c for c in checks if c.name == n or c.group == n]
         if not matches:
-            raise ValueError(f"unknown check {n!r}; see `stability check --list`")
+            raise UsageError(f"unknown check {n!r}; see `stability check --list`")
         chosen.extend(m for m in matches if m not in chosen)
     return chosen
 
@@ -171,24 +148,35 @@ def run_checks(
     names: list[str] | None = None,
     mode: str = "default",
     seed: int = 0,
-    progress: bool = False,
+    on_start: Callable[[CheckSpec], None] | None = None,
 ) -> tuple[list[CheckResult], bool]:
-    """Run the selected checks; returns (results, all_ran)."""
+    """Run the selected checks in the order of the paper.
+
+    Parameters
+    ----------
+    names : list of str, optional
+        Check names or groups; all checks when None or empty.
+    mode : {"quick", "default", "thorough"}
+        Sizes of the Monte-Carlo and quadrature designs.
+    seed : int
+        Seed of every Monte-Carlo check (each check draws its own independent stream).
+    on_start : callable, optional
+        Called with each check's spec before it runs (the command line's progress bar).
+
+    Returns
+    -------
+    results : list of CheckResult
+    all_ran : bool
+        False when some check could not run (its verdict is then "inconclusive").
+    """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     specs = resolve(names)
     ctx = Context(mode=mode, seed=int(seed))
     results, all_ran = [], True
-    iterator = specs
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(specs, desc="checks", unit="check", leave=False)
-        iterator = bar
-    for spec in iterator:
-        if bar is not None:
-            bar.set_postfix_str(spec.name)
+    for spec in specs:
+        if on_start is not None:
+            on_start(spec)
         res, ran = run_check(spec, ctx)
         results.append(res)
         all_ran &= ran

@@ -293,12 +293,6 @@ def check_lemma_a2_ii(ctx):
     )
 
 
-def _sqrt_scatter_mc(d, n, runs, rng):
-    z = rng.standard_normal((runs, n, d))
-    zc = z - z.mean(axis=1, keepdims=True)
-    return sqrtm_psd(np.einsum("rni,rnj->rij", zc, zc))
-
-
 @register(
     "lemma-a2-iii",
     "E[sqrt S] <= alpha sqrt(n-1) I_d with alpha = lambda_max(E[sqrt S])/sqrt(n-1) < 1, "
@@ -316,7 +310,7 @@ def check_lemma_a2_iii(ctx):
     rows, bad = [], []
     for i, (d, n) in enumerate(cases):
         quad, mass = A.alpha_d_quadrature(n, d, return_mass=True)
-        roots = _sqrt_scatter_mc(d, n, runs, ctx.rng("lemma-a2-iii", i))
+        roots = A.sqrt_scatter_samples(d, n, runs, ctx.rng("lemma-a2-iii", i))
         ci = mean_interval(
             np.trace(roots, axis1=1, axis2=2) / (d * math.sqrt(n - 1)), 0.99, comparisons
         )
@@ -464,7 +458,7 @@ def _alpha_d(n, d, ctx):
     """alpha_d(n) by quadrature when available (d <= 2), else a large Monte-Carlo run."""
     if d == 1 or (d == 2 and n - 1 >= d):
         return float(A.alpha_d_quadrature(n, d))
-    roots = _sqrt_scatter_mc(d, n, 200000, ctx.rng("alpha-d-mc", d, n))
+    roots = A.sqrt_scatter_samples(d, n, 200000, ctx.rng("alpha-d-mc", d, n))
     return float(np.trace(roots, axis1=1, axis2=2).mean() / (d * math.sqrt(n - 1)))
 
 

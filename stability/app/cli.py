@@ -1,7 +1,8 @@
 """The `stability` command line.
 
-Subcommands: check, alpha, jacobian, simulate, deep, reproduce, sweep, collect. Bad usage prints one line on stderr and exits 2
-(DESIGN.md); a check that could not run makes `stability check` exit 1.
+Subcommands: check, alpha, jacobian, simulate, deep, reproduce, sweep, collect. Bad usage
+prints one line on stderr and exits 2; a failure during a run prints one line and exits 1 (the
+traceback with --debug); a check that could not run makes `stability check` exit 1.
 """
 
 from __future__ import annotations
@@ -9,18 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
-
-class UsageError(Exception):
-    """Bad command-line usage: printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one line on stderr and exits 2."""
-
-    def error(self, message):  # noqa: D401 - argparse API
-        raise UsageError(f"{self.prog}: {message}")
+from stability.app.formatting import fmt, text_table
+from stability.app.parser import ArgParser
+from stability.errors import RunError, UsageError
 
 
 def _add_check(sub):
@@ -76,9 +71,9 @@ def _add_deep(sub):
 
 def cmd_deep(args) -> int:
     try:
-        from deep.cli import main as deep_main
+        from stability.app.deep_commands import main as deep_main
     except ImportError as exc:
-        raise ValueError(
+        raise UsageError(
             f"stability deep needs the torch extra (pip install '.[torch]'): {exc}"
         ) from None
     return deep_main(args.rest)
@@ -107,11 +102,11 @@ def _add_reproduce(sub):
 
 
 def cmd_reproduce(args) -> int:
-    from simulations.reproduce import PARTS, reproduce
+    from stability.app.reproduce import PARTS, reproduce
 
     for part in args.only or []:
         if part not in PARTS:
-            raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+            raise UsageError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
     res = reproduce(
         args.out, size=args.size, only=args.only, seed=args.seed, progress=sys.stderr.isatty()
     )
@@ -140,20 +135,20 @@ def _add_sweep(sub):
 
 
 def cmd_sweep(args) -> int:
-    from simulations.sweep_cli import main_sweep
+    from stability.app.sweep.cli import main_sweep
 
     return main_sweep(args.rest)
 
 
 def cmd_collect(args) -> int:
-    from simulations.sweep_cli import main_collect
+    from stability.app.sweep.cli import main_collect
 
     return main_collect(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stability", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = ArgParser(prog="stability", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", parser_class=ArgParser)
     _add_check(sub)
     _add_alpha(sub)
     _add_jacobian(sub)
@@ -165,49 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-def _fmt(x) -> str:
-    if isinstance(x, str):
-        return x
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if isinstance(x, float) and math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    ax = abs(x)
-    if ax != 0 and (ax < 1e-3 or ax >= 1e5):
-        return f"{x:.3e}"
-    return f"{x:.5g}"
-
-
-def _table(rows: list[list[str]], headers: list[str], wrap: dict | None = None) -> str:
-    import textwrap
-
-    wrap = wrap or {}
-    cells = []
-    for row in rows:
-        cols = [
-            textwrap.wrap(str(c), wrap[i]) or [""] if i in wrap else [str(c)]
-            for i, c in enumerate(row)
-        ]
-        cells.append(cols)
-    widths = [
-        max([len(h)] + [max(len(line) for line in cols[i]) for cols in cells])
-        for i, h in enumerate(headers)
-    ]
-    out = [
-        "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-        "  ".join("-" * w for w in widths),
-    ]
-    for cols in cells:
-        height = max(len(c) for c in cols)
-        for k in range(height):
-            out.append(
-                "  ".join(
-                    (c[k] if k < len(c) else "").ljust(w) for c, w in zip(cols, widths)
-                ).rstrip()
-            )
-    return "\n".join(out)
 
 
 def cmd_check(args) -> int:
@@ -227,30 +179,50 @@ def cmd_check(args) -> int:
             )
         else:
             print(
-                _table(
+                text_table(
                     [[s.name, s.group, s.reference] for s in specs], ["name", "group", "reference"]
                 )
             )
         return 0
     resolve(args.names)  # validate names before any work (ValueError -> exit 2)
-    results, all_ran = run_checks(
-        args.names, mode=args.mode, seed=args.seed, progress=sys.stderr.isatty() and not args.json
-    )
+    bar = None
+    if sys.stderr.isatty() and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(resolve(args.names)), desc="checks", unit="check", leave=False)
+
+    done = []
+
+    def on_start(spec):
+        if bar is not None:  # the bar counts the checks finished before this one
+            bar.n = len(done)
+            bar.set_postfix_str(spec.name)
+        done.append(spec.name)
+
+    results, all_ran = run_checks(args.names, mode=args.mode, seed=args.seed, on_start=on_start)
+    if bar is not None:
+        bar.close()
     if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
+        from stability.runs.jsonsafe import jsonable
+
+        print(json.dumps([jsonable(r.to_dict()) for r in results], indent=2))
     else:
         rows = [
             [
                 r.name,
                 f"{r.reference}: {r.claim}",
-                _fmt(r.expected),
-                _fmt(r.measured),
+                fmt(r.expected),
+                fmt(r.measured),
                 r.verdict,
                 f"{r.seconds:.1f}",
             ]
             for r in results
         ]
-        print(_table(rows, ["name", "claim", "expected", "measured", "verdict", "s"], wrap={1: 60}))
+        print(
+            text_table(
+                rows, ["name", "claim", "expected", "measured", "verdict", "s"], wrap={1: 60}
+            )
+        )
         print()
         for r in results:
             print(f"[{r.verdict}] {r.name}: {r.summary}")
@@ -271,11 +243,11 @@ def cmd_alpha(args) -> int:
     try:
         n = int(float(args.n)) if float(args.n) == int(float(args.n)) else float(args.n)
     except ValueError:
-        raise ValueError(f"n must be an integer >= 2, got {args.n!r}") from None
+        raise UsageError(f"n must be an integer >= 2, got {args.n!r}") from None
     try:
         d = int(args.dim)
     except ValueError:
-        raise ValueError(f"dim must be an integer >= 1, got {args.dim!r}") from None
+        raise UsageError(f"dim must be an integer >= 1, got {args.dim!r}") from None
     check_n(n)
     check_dim(d)
     out = dict(n=n, dim=d, alpha=float(A.alpha(n)), one_minus_alpha=float(A.one_minus_alpha(n)))
@@ -290,10 +262,8 @@ def cmd_alpha(args) -> int:
         else:
             import numpy as np
 
-            from stability.checks.prop1 import _sqrt_scatter_mc
-
             runs = 200000 if d <= 10 else 20000
-            roots = _sqrt_scatter_mc(d, n, runs, np.random.default_rng(args.seed))
+            roots = A.sqrt_scatter_samples(d, n, runs, np.random.default_rng(args.seed))
             vals = np.trace(roots, axis1=1, axis2=2) / (d * math.sqrt(n - 1))
             out.update(
                 alpha_d=float(vals.mean()),
@@ -319,7 +289,7 @@ def cmd_jacobian(args) -> int:
 
     settings = {name: (fam, data) for name, fam, data in default_settings()}
     if args.model not in settings:
-        raise ValueError(f"unknown model {args.model!r}; choose one of {', '.join(settings)}")
+        raise UsageError(f"unknown model {args.model!r}; choose one of {', '.join(settings)}")
     lams = [check_lam(v, allow_inf=False) for v in args.lam]
     fam, data = settings[args.model]
     op = Operator(fam, data, args.model)
@@ -358,34 +328,34 @@ def cmd_jacobian(args) -> int:
         rows=rows,
     )
     if args.json:
-        from stability.checks import _jsonable
+        from stability.runs.jsonsafe import jsonable
 
-        print(json.dumps(_jsonable(out), indent=2))
+        print(json.dumps(jsonable(out), indent=2))
         return 0
     print(f"model {args.model}: {out['family']}\n  data: {out['data']}")
     print(
-        f"  theta* = {np.round(op.theta_star(), 6).tolist()}   alpha = {_fmt(out['alpha'])}   "
-        f"L = {_fmt(out['L'])}   eps = W1 = {_fmt(out['eps'])}"
+        f"  theta* = {np.round(op.theta_star(), 6).tolist()}   alpha = {fmt(out['alpha'])}   "
+        f"L = {fmt(out['L'])}   eps = W1 = {fmt(out['eps'])}"
     )
     print(
-        f"  Theorem 1 allows lambda < {_fmt(out['lambda_max_theorem1'])}; spectral radius < 1 for "
-        f"lambda < {_fmt(out['lambda_max_spectral'])}\n"
+        f"  Theorem 1 allows lambda < {fmt(out['lambda_max_theorem1'])}; spectral radius < 1 for "
+        f"lambda < {fmt(out['lambda_max_spectral'])}\n"
     )
     table = [
         [
-            _fmt(r["lam"]),
-            _fmt(r["norm_fd"]),
-            _fmt(r["norm_implicit"]),
-            _fmt(r["norm_formula78_B_hessian"]),
-            _fmt(r["norm_formula78_B_as_defined"]),
-            _fmt(r["spectral_radius"]),
+            fmt(r["lam"]),
+            fmt(r["norm_fd"]),
+            fmt(r["norm_implicit"]),
+            fmt(r["norm_formula78_B_hessian"]),
+            fmt(r["norm_formula78_B_as_defined"]),
+            fmt(r["spectral_radius"]),
             "yes" if r["theorem1_condition"] else "no",
-            _fmt(r["theorem1_bound"]),
+            fmt(r["theorem1_bound"]),
         ]
         for r in rows
     ]
     print(
-        _table(
+        text_table(
             table,
             [
                 "lambda",
@@ -405,22 +375,47 @@ def cmd_jacobian(args) -> int:
 def cmd_simulate(args) -> int:
     if args.what == "gaussian":
         try:
-            from simulations.cli import main_gaussian
+            from stability.app.simulate import main_gaussian
         except ImportError as exc:
-            raise ValueError(f"the Gaussian simulator is not available: {exc}") from None
+            raise UsageError(f"the Gaussian simulator is not available: {exc}") from None
         return main_gaussian(args.rest)
     if args.what in ("flow", "diffusion"):
         try:
-            from simulations.cli import main_twod
+            from stability.app.simulate import main_twod
         except ImportError as exc:
-            raise ValueError(
+            raise UsageError(
                 f"the 2D simulators need the torch extra (pip install '.[torch]'): {exc}"
             ) from None
         return main_twod(args.what, args.rest)
-    raise ValueError(f"unknown simulation {args.what!r}; choose gaussian, flow or diffusion")
+    raise UsageError(f"unknown simulation {args.what!r}; choose gaussian, flow or diffusion")
+
+
+def _out_folder(argv: list[str]) -> str | None:
+    """The run folder a command was given (--out DIR or --out=DIR), to name it on failure."""
+    for i, arg in enumerate(argv):
+        if arg == "--out" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--out="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `stability` command line; returns the exit code.
+
+    Exit codes: 0 success; 2 bad usage or input (`UsageError`), found before anything is
+    written; 1 a failure during a run (`RunError` or any other exception), printed as one line
+    naming what failed and the folder with the partial output; 130 interrupted. ``--debug``
+    anywhere on the line (or STABILITY_DEBUG=1) re-raises instead, with the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("STABILITY_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -428,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         return args.func(args)
-    except (UsageError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except UsageError as exc:
+        if debug:
+            raise
+        msg = _one_line(exc)
         if not msg.startswith("stability"):
             msg = f"stability: error: {msg}"
         print(msg, file=sys.stderr)
@@ -437,7 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stability: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    except Exception as exc:  # a failure during a run: one line, the traceback with --debug
+        if debug:
+            raise
+        out = getattr(exc, "out", None) or _out_folder(argv)
+        where = f" (partial output in {out})" if out else ""
+        kind = "" if isinstance(exc, RunError) else f"{type(exc).__name__}: "
+        print(f"stability: failed: {kind}{_one_line(exc)}{where}", file=sys.stderr)
+        print("stability: run again with --debug for the traceback", file=sys.stderr)
+        return 1

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from stability.cli import UsageError, _Parser
+from stability.app.parser import ArgParser
+from stability.errors import UsageError
 
 
-def sweep_parser() -> _Parser:
-    p = _Parser(
+def sweep_parser() -> ArgParser:
+    p = ArgParser(
         prog="stability sweep",
         description="Run a grid of runs of one command (a TOML spec), locally or on Slurm.",
     )
@@ -38,8 +39,8 @@ def sweep_parser() -> _Parser:
     return p
 
 
-def collect_parser() -> _Parser:
-    p = _Parser(
+def collect_parser() -> ArgParser:
+    p = ArgParser(
         prog="stability collect",
         description="Gather run folders (or sweeps) into one tidy table with comparison figures.",
     )
@@ -52,17 +53,17 @@ def collect_parser() -> _Parser:
     return p
 
 
-def _parse(parser: _Parser, argv: list[str]):
+def _parse(parser: ArgParser, argv: list[str]):
     # One exception type for every bad usage: the top-level CLI prints it on one line, exit 2.
     try:
         return parser.parse_args(argv)
     except UsageError as exc:
-        raise ValueError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def main_sweep(argv: list[str]) -> int:
     """`stability sweep`: exit 0 when every cell is done (or a dry run), 1 when some failed."""
-    from simulations.sweep import _Terminated, load_spec, run_sweep
+    from stability.app.sweep.engine import SweepTerminated, load_spec, run_sweep
 
     args = _parse(sweep_parser(), argv)
     spec = load_spec(args.spec)
@@ -75,7 +76,7 @@ def main_sweep(argv: list[str]) -> int:
             retries=args.retries,
             dry_run=args.dry_run,
         )
-    except _Terminated:
+    except SweepTerminated:
         print("stability sweep: terminated; rerun the same command to resume", file=sys.stderr)
         return 143
     for line in report.lines():
@@ -92,7 +93,7 @@ def main_sweep(argv: list[str]) -> int:
 
 def main_collect(argv: list[str]) -> int:
     """`stability collect`: write the table (CSV, Parquet with pyarrow) and one PNG per metric."""
-    from simulations.sweep import collect
+    from stability.app.sweep.engine import collect
 
     args = _parse(collect_parser(), argv)
     result = collect(args.dirs, args.out)

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from stability.cli import _fmt, _Parser, _table
+from stability.app.formatting import fmt, text_table
+from stability.app.parser import ArgParser
 
 
 def _lams(values: list[str]) -> tuple:
@@ -16,7 +17,7 @@ def _lams(values: list[str]) -> tuple:
 
 
 def gaussian_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgParser(
         prog="stability simulate gaussian",
         description="Algorithm 1 with a Gaussian model: exact (sufficient statistics) or sampled.",
     )
@@ -99,11 +100,11 @@ def main_gaussian(argv: list[str]) -> int:
         print(json.dumps(result, indent=2))
         return 0
     rows = [
-        [lam] + [f"{_fmt(m[k]['mean'])} +- {_fmt(m[k]['se'])}" for k in METRICS]
+        [lam] + [f"{fmt(m[k]['mean'])} +- {fmt(m[k]['se'])}" for k in METRICS]
         for lam, m in result["final"].items()
     ]
     print(f"t = {result['iterations']}, mean +- se over runs:")
-    print(_table(rows, ["lambda", *METRICS]))
+    print(text_table(rows, ["lambda", *METRICS]))
     print(
         f"\nwrote {result['summary']} and {len(result['figures'])} figures in {result['out']}/figures"
     )
@@ -111,7 +112,7 @@ def main_gaussian(argv: list[str]) -> int:
 
 
 def twod_parser(kind: str) -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgParser(
         prog=f"stability simulate {kind}",
         description=f"Algorithm 1 with 2D {'flow-matching' if kind == 'flow' else 'DDPM'} models, "
         "R runs trained as one batched ensemble.",
@@ -201,14 +202,14 @@ def main_twod(kind: str, argv: list[str]) -> int:
         return 0
     metrics = ("w1", "w2", "w2_sliced", "param_distance")
     rows = [
-        [lam] + [f"{_fmt(m[k]['mean'])} +- {_fmt(m[k]['se'])}" for k in metrics]
+        [lam] + [f"{fmt(m[k]['mean'])} +- {fmt(m[k]['se'])}" for k in metrics]
         for lam, m in result["final"].items()
     ]
     print(f"t = {result['iterations']}, mean +- se over runs:")
-    print(_table(rows, ["lambda", *metrics]))
+    print(text_table(rows, ["lambda", *metrics]))
     floor = next(iter(result["final"].values()))
     print(
-        f"floor (two real samples): W1 {_fmt(floor['w1_floor']['mean'])}, W2 {_fmt(floor['w2_floor']['mean'])}"
+        f"floor (two real samples): W1 {fmt(floor['w1_floor']['mean'])}, W2 {fmt(floor['w2_floor']['mean'])}"
     )
     print(
         f"\nwrote {result['summary']} and {len(result['figures'])} figures in {result['out']}/figures"

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simulations.runfolder import atomic_write_text, read_summary
+from stability.errors import UsageError
+from stability.runs.runfolder import atomic_write_text, read_summary
 
 PARTS = ("theory", "gaussian", "2d", "deep")
 SIZES = ("tiny", "quick", "full")
@@ -50,9 +51,9 @@ class Section:
     table: list | None = None  # rows of [cells], the first row is the header
 
     def to_json(self) -> dict:
-        from stability.checks import _jsonable
+        from stability.runs.jsonsafe import jsonable
 
-        return _jsonable(self.__dict__)
+        return jsonable(self.__dict__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def sizes(size: str) -> dict:
             ddpm=dict(n=10000, runs=10, iterations=20, epochs=200),
             deep=dict(n=1797, iterations=10, kimg=24.0, init_kimg=120.0),
         )
-    raise ValueError(f"unknown size {size!r}")
+    raise UsageError(f"unknown size {size!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def sizes(size: str) -> dict:
 
 
 def _save(fig, path: Path) -> str:
-    from simulations.plots import save_figure
+    from stability.runs.plots import save_figure
 
     save_figure(fig, path)
     return str(path)
@@ -619,11 +620,11 @@ def reproduce(
     from stability import __version__
 
     if size not in SIZES:
-        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+        raise UsageError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     only = list(only or PARTS)
     for part in only:
         if part not in PARTS:
-            raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+            raise UsageError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
     out = Path(out)
     _check_writable(out)
     if "deep" in only:
@@ -686,7 +687,7 @@ def _check_writable(out: Path) -> None:
     import os
 
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
     parent = out if out.exists() else next((q for q in out.parents if q.exists()), Path("."))
     if not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {str(out)!r} is not writable")
+        raise UsageError(f"--out {str(out)!r} is not writable")

@@ -67,8 +67,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulations.runfolder import SUMMARY_COLUMNS, atomic_write_bytes, atomic_write_text
-from stability.checks import _jsonable
+from stability.errors import UsageError
+from stability.runs.jsonsafe import jsonable
+from stability.runs.runfolder import SUMMARY_COLUMNS, atomic_write_bytes, atomic_write_text
 
 FORMAT = "retrain-stability/sweep-v1"
 STATUS_FILE = "sweep.json"
@@ -132,25 +133,25 @@ class CommandInfo:
 
 
 def _gaussian_parser():
-    from simulations.cli import gaussian_parser
+    from stability.app.simulate import gaussian_parser
 
     return gaussian_parser()
 
 
 def _flow_parser():
-    from simulations.cli import twod_parser
+    from stability.app.simulate import twod_parser
 
     return twod_parser("flow")
 
 
 def _diffusion_parser():
-    from simulations.cli import twod_parser
+    from stability.app.simulate import twod_parser
 
     return twod_parser("diffusion")
 
 
 def _retrain_parser():
-    from deep.cli import retrain_parser
+    from stability.app.deep_commands import retrain_parser
 
     return retrain_parser()
 
@@ -171,7 +172,7 @@ DISTRIBUTED = {"deep retrain"}
 def command_info(name: str) -> CommandInfo:
     key = " ".join(str(name).split())
     if key not in COMMANDS:
-        raise ValueError(f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
+        raise UsageError(f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
     return COMMANDS[key]
 
 
@@ -219,11 +220,11 @@ def load_spec(path: str | Path) -> SweepSpec:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ValueError(f"cannot read spec {str(path)!r}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read spec {str(path)!r}: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: invalid TOML: {_first_line(str(exc))}") from None
+        raise UsageError(f"{path}: invalid TOML: {_first_line(str(exc))}") from None
     return parse_spec(data, source=str(path))
 
 
@@ -232,21 +233,21 @@ def parse_spec(data: dict, source: str = "") -> SweepSpec:
     where = f"{source}: " if source else ""
     unknown = sorted(set(data) - SPEC_KEYS)
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"{where}unknown key {unknown[0]!r} in the spec; accepted: {', '.join(sorted(SPEC_KEYS))}"
         )
     if "command" not in data:
-        raise ValueError(f'{where}the spec names no command (e.g. command = "simulate gaussian")')
+        raise UsageError(f'{where}the spec names no command (e.g. command = "simulate gaussian")')
     if not isinstance(data["command"], str):
-        raise ValueError(f"{where}command must be a string, got {data['command']!r}")
+        raise UsageError(f"{where}command must be a string, got {data['command']!r}")
     info = command_info(data["command"])
     accepted = info.options()
     for key in ("options", "axes", "slurm"):
         if key in data and not isinstance(data[key], dict):
-            raise ValueError(f"{where}[{key}] must be a table")
+            raise UsageError(f"{where}[{key}] must be a table")
     out = data.get("out")
     if out is not None and (not isinstance(out, str) or not out):
-        raise ValueError(f"{where}out must be a folder name, got {out!r}")
+        raise UsageError(f"{where}out must be a folder name, got {out!r}")
 
     fixed = {}
     for key, value in data.get("options", {}).items():
@@ -256,33 +257,33 @@ def parse_spec(data: dict, source: str = "") -> SweepSpec:
     axes_in = dict(data.get("axes", {}))
     if "seeds" in data:
         if "seeds" in axes_in or "seed" in axes_in:
-            raise ValueError(f"{where}seeds is given twice (top level and [axes])")
+            raise UsageError(f"{where}seeds is given twice (top level and [axes])")
         axes_in["seeds"] = data["seeds"]
     axes = {}
     for key, value in axes_in.items():
         if key == "seeds":
             if "seed" not in accepted:
-                raise ValueError(f"{where}command {info.name!r} has no --seed option")
+                raise UsageError(f"{where}command {info.name!r} has no --seed option")
             opt = accepted["seed"]
             values = _seeds(value, where)
         else:
             opt = _lookup(key, accepted, info, where)
             values = _axis_values(value, f"{where}axis {key!r}")
         if opt.dest in axes:
-            raise ValueError(f"{where}axis {opt.dest!r} is given twice")
+            raise UsageError(f"{where}axis {opt.dest!r} is given twice")
         values = [_normalise(opt, v, f"{where}axis {key!r}", axis=True) for v in values]
         if not values:
-            raise ValueError(f"{where}axis {key!r} is empty")
+            raise UsageError(f"{where}axis {key!r} is empty")
         seen = set()
         for v in values:
             token = _name_token(v)
             if token in seen:
-                raise ValueError(f"{where}axis {key!r} repeats the value {token}")
+                raise UsageError(f"{where}axis {key!r} repeats the value {token}")
             seen.add(token)
         axes[opt.dest] = values
     both = sorted(set(fixed) & set(axes))
     if both:
-        raise ValueError(f"{where}option {both[0]!r} is both fixed ([options]) and swept ([axes])")
+        raise UsageError(f"{where}option {both[0]!r} is both fixed ([options]) and swept ([axes])")
     exclude = _exclusions(data.get("exclude", []), axes, accepted, where)
     slurm = dict(data.get("slurm", {}))
     return SweepSpec(
@@ -292,7 +293,7 @@ def parse_spec(data: dict, source: str = "") -> SweepSpec:
         exclude=exclude,
         slurm=slurm,
         out=out,
-        raw=_jsonable(data),
+        raw=jsonable(data),
         source=source,
     )
 
@@ -300,14 +301,14 @@ def parse_spec(data: dict, source: str = "") -> SweepSpec:
 def _exclusions(entries, axes: dict, accepted: dict, where: str) -> list[dict]:
     """exclude = [{lam = inf, policy = "accumulate"}, ...]: combinations not to run."""
     if not isinstance(entries, list) or not all(isinstance(e, dict) and e for e in entries):
-        raise ValueError(f"{where}exclude must be a list of tables, e.g. [{{lam = inf}}]")
+        raise UsageError(f"{where}exclude must be a list of tables, e.g. [{{lam = inf}}]")
     out = []
     for entry in entries:
         rule = {}
         for key, value in entry.items():
             dest = "seed" if key == "seeds" else str(key).replace("-", "_")
             if dest not in axes:
-                raise ValueError(f"{where}exclude: {key!r} is not an axis")
+                raise UsageError(f"{where}exclude: {key!r} is not an axis")
             rule[dest] = _normalise(accepted[dest], value, f"{where}exclude {key!r}")
         out.append(rule)
     return out
@@ -331,12 +332,12 @@ def _excluded(spec: SweepSpec, values: dict) -> bool:
 def _lookup(key: str, accepted: dict[str, OptionInfo], info: CommandInfo, where: str):
     dest = str(key).lstrip("-").replace("-", "_")
     if dest in RESERVED:
-        raise ValueError(
+        raise UsageError(
             f"{where}option {key!r} is set by the sweep itself (the cell folders are OUT/<cell>)"
         )
     if dest not in accepted:
         names = ", ".join(sorted(accepted))
-        raise ValueError(f"{where}unknown option {key!r} for {info.name!r}; accepted: {names}")
+        raise UsageError(f"{where}unknown option {key!r} for {info.name!r}; accepted: {names}")
     return accepted[dest]
 
 
@@ -347,47 +348,47 @@ def _is_scalar(v) -> bool:
 def _normalise(opt: OptionInfo, value, where: str, axis: bool = False):
     """Check a value's shape against the option's kind; lists only for multi-valued options."""
     if isinstance(value, float) and math.isnan(value):
-        raise ValueError(f"{where}: nan is not a value")
+        raise UsageError(f"{where}: nan is not a value")
     if opt.kind == "flag":
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: {opt.flag} is a flag; give true or false, not {value!r}")
+            raise UsageError(f"{where}: {opt.flag} is a flag; give true or false, not {value!r}")
         return value
     if opt.kind == "many":
         if isinstance(value, list):
             if not value or not all(_is_scalar(v) for v in value):
-                raise ValueError(
+                raise UsageError(
                     f"{where}: {opt.flag} takes a non-empty list of numbers or strings"
                 )
             if any(isinstance(v, float) and math.isnan(v) for v in value):
-                raise ValueError(f"{where}: nan is not a value")
+                raise UsageError(f"{where}: nan is not a value")
             return list(value)
         if _is_scalar(value):
             return value
-        raise ValueError(f"{where}: {opt.flag} takes numbers or strings, not {value!r}")
+        raise UsageError(f"{where}: {opt.flag} takes numbers or strings, not {value!r}")
     if isinstance(value, list):
         hint = "" if axis else " (to sweep it, put the list under [axes])"
-        raise ValueError(f"{where}: {opt.flag} takes one value, not a list{hint}")
+        raise UsageError(f"{where}: {opt.flag} takes one value, not a list{hint}")
     if not _is_scalar(value):
-        raise ValueError(f"{where}: {opt.flag} takes a number or a string, not {value!r}")
+        raise UsageError(f"{where}: {opt.flag} takes a number or a string, not {value!r}")
     return value
 
 
 def _seeds(value, where: str) -> list:
     if isinstance(value, bool):
-        raise ValueError(f"{where}seeds must be a count or a list of seeds")
+        raise UsageError(f"{where}seeds must be a count or a list of seeds")
     if isinstance(value, int):
         if value < 1:
-            raise ValueError(f"{where}seeds must be >= 1 (the number of seeds), got {value}")
+            raise UsageError(f"{where}seeds must be >= 1 (the number of seeds), got {value}")
         return list(range(value))
     if isinstance(value, dict):
         return _axis_values(value, f"{where}seeds")
     if isinstance(value, list):
         if not value:
-            raise ValueError(f"{where}axis 'seeds' is empty")
+            raise UsageError(f"{where}axis 'seeds' is empty")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"{where}seeds must be integers")
+            raise UsageError(f"{where}seeds must be integers")
         return list(value)
-    raise ValueError(f"{where}seeds must be a count or a list of seeds, got {value!r}")
+    raise UsageError(f"{where}seeds must be a count or a list of seeds, got {value!r}")
 
 
 RANGE_KEYS = {"start", "stop", "step", "num", "log"}
@@ -397,34 +398,34 @@ def _axis_values(value, where: str) -> list:
     """The values of an axis: a list, or a range table {start, stop, step | num [, log]}."""
     if isinstance(value, list):
         if not value:
-            raise ValueError(f"{where} is empty")
+            raise UsageError(f"{where} is empty")
         return list(value)
     if isinstance(value, dict):
         return _range(value, where)
-    raise ValueError(f"{where}: give a list of values or a range {{start = .., stop = ..}}")
+    raise UsageError(f"{where}: give a list of values or a range {{start = .., stop = ..}}")
 
 
 def _range(spec: dict, where: str) -> list:
     extra = sorted(set(spec) - RANGE_KEYS)
     if extra:
-        raise ValueError(f"{where}: unknown range key {extra[0]!r}; use start, stop, step or num")
+        raise UsageError(f"{where}: unknown range key {extra[0]!r}; use start, stop, step or num")
     if "start" not in spec or "stop" not in spec:
-        raise ValueError(f"{where}: a range needs start and stop")
+        raise UsageError(f"{where}: a range needs start and stop")
     nums = {k: spec[k] for k in ("start", "stop", "step", "num") if k in spec}
     for k, v in nums.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{where}: range {k} must be a finite number, got {v!r}")
+            raise UsageError(f"{where}: range {k} must be a finite number, got {v!r}")
     start, stop = spec["start"], spec["stop"]
     integral = all(isinstance(v, int) for v in nums.values())
     if "step" in spec and "num" in spec:
-        raise ValueError(f"{where}: give step or num, not both")
+        raise UsageError(f"{where}: give step or num, not both")
     if "num" in spec:
         num = spec["num"]
         if not isinstance(num, int) or num < 1:
-            raise ValueError(f"{where}: num must be an integer >= 1")
+            raise UsageError(f"{where}: num must be an integer >= 1")
         if spec.get("log", False):
             if start <= 0 or stop <= 0:
-                raise ValueError(f"{where}: a log range needs start > 0 and stop > 0")
+                raise UsageError(f"{where}: a log range needs start > 0 and stop > 0")
             a, b = math.log(start), math.log(stop)
             raw = [math.exp(a + (b - a) * k / max(num - 1, 1)) for k in range(num)]
         else:
@@ -435,16 +436,16 @@ def _range(spec: dict, where: str) -> list:
             raw[-1] = stop  # exact end point despite rounding
     else:
         if "log" in spec:
-            raise ValueError(f"{where}: log needs num (a geometric range of num values)")
+            raise UsageError(f"{where}: log needs num (a geometric range of num values)")
         step = spec.get("step", 1)
         if step == 0:
-            raise ValueError(f"{where}: step must not be 0")
+            raise UsageError(f"{where}: step must not be 0")
         count = max(0, math.ceil((stop - start) / step - 1e-9))
         if count > 100000:
-            raise ValueError(f"{where}: {count} values is too many for one axis")
+            raise UsageError(f"{where}: {count} values is too many for one axis")
         raw = [start + k * step for k in range(count)]
     if not raw:
-        raise ValueError(f"{where} is empty (start {start}, stop {stop})")
+        raise UsageError(f"{where} is empty (start {start}, stop {stop})")
     # Round away the binary noise of k * step (0.1 * 3 = 0.30000000000000004) so that folder
     # names and argv read as the user wrote them; integers stay integers.
     out = []
@@ -531,7 +532,7 @@ def expand(spec: SweepSpec, out: str | Path) -> list[Cell]:
 
     Raises ValueError (one line) if a cell's options do not parse or two cells share a folder.
     """
-    from stability.cli import UsageError
+    from stability.errors import UsageError
 
     info = spec.info
     out = Path(out).absolute()
@@ -545,7 +546,7 @@ def expand(spec: SweepSpec, out: str | Path) -> list[Cell]:
             continue
         name = cell_name(values)
         if name in names:
-            raise ValueError(f"cells {names[name]} and {values} would share the folder {name!r}")
+            raise UsageError(f"cells {names[name]} and {values} would share the folder {name!r}")
         names[name] = values
         folder = out / name
         argv = [
@@ -557,10 +558,10 @@ def expand(spec: SweepSpec, out: str | Path) -> list[Cell]:
         try:
             parser.parse_args(argv[len(info.words) :])
         except UsageError as exc:
-            raise ValueError(f"cell {name}: {_first_line(str(exc))}") from None
+            raise UsageError(f"cell {name}: {_first_line(str(exc))}") from None
         cells.append(Cell(name, values, argv, folder))
     if not cells:
-        raise ValueError("every cell of the grid is excluded: nothing to run")
+        raise UsageError("every cell of the grid is excluded: nothing to run")
     return cells
 
 
@@ -580,9 +581,9 @@ def read_status(out: str | Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {_first_line(str(exc))}") from None
+        raise UsageError(f"cannot read {path}: {_first_line(str(exc))}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a sweep status file of this toolkit")
+        raise UsageError(f"{path} is not a sweep status file of this toolkit")
     return data
 
 
@@ -620,7 +621,7 @@ class SweepStatus:
                 "job_id": None,
                 "updated": None,
             }
-            rec["options"] = _jsonable(c.options)
+            rec["options"] = jsonable(c.options)
             rec["argv"] = c.argv
             # Finished: summary.csv exists and no attempt of ours was cut short after writing
             # it (a folder made before the sweep knew it counts as finished).
@@ -636,11 +637,11 @@ class SweepStatus:
         self.extra = list(old_records.values())
 
     def to_json(self) -> dict:
-        axes = {k: _jsonable(v) for k, v in self.spec.axes.items()}
+        axes = {k: jsonable(v) for k, v in self.spec.axes.items()}
         return {
             "format": FORMAT,
             "command": self.spec.command,
-            "fixed": _jsonable(self.spec.fixed),
+            "fixed": jsonable(self.spec.fixed),
             "axes": axes,
             "spec": self.spec.raw,
             "spec_file": self.spec.source,
@@ -675,18 +676,18 @@ class SweepStatus:
 def check_compatible(out: Path, spec: SweepSpec, old: dict | None) -> None:
     """Refuse an OUT that holds another sweep or a single run (ValueError, nothing written)."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
     if old is None:
         if (out / "config.json").exists():
-            raise ValueError(f"{str(out)!r} is a run folder, not a sweep; use another --out")
+            raise UsageError(f"{str(out)!r} is a run folder, not a sweep; use another --out")
         return
     same = (
         old.get("command") == spec.command
-        and old.get("fixed") == _jsonable(spec.fixed)
+        and old.get("fixed") == jsonable(spec.fixed)
         and sorted(old.get("axes", {})) == sorted(spec.axes)
     )
     if not same:
-        raise ValueError(
+        raise UsageError(
             f"{str(out)!r} holds another sweep (its command, fixed options or axis names "
             "differ); use another --out"
         )
@@ -705,7 +706,7 @@ def _sweep_lock(out: Path):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise ValueError(f"another sweep is running in {str(out)!r}") from None
+            raise UsageError(f"another sweep is running in {str(out)!r}") from None
         try:
             yield
         finally:
@@ -918,7 +919,7 @@ def _plural(k: int, word: str) -> str:
 def sweep_paths(spec: SweepSpec, out: str | Path | None) -> Path:
     chosen = out if out is not None else spec.out
     if not chosen:
-        raise ValueError('give --out DIR (or out = "DIR" in the spec): the sweep\'s folder')
+        raise UsageError('give --out DIR (or out = "DIR" in the spec): the sweep\'s folder')
     return Path(chosen).absolute()
 
 
@@ -943,14 +944,14 @@ def run_sweep(
     """
     t0 = time.monotonic()
     if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; choose local or slurm")
+        raise UsageError(f"unknown executor {executor!r}; choose local or slurm")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        raise UsageError(f"retries must be an integer >= 0, got {retries!r}")
     cores = available_cores()
     if workers is None:
         workers = cores
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        raise UsageError(f"workers must be an integer >= 1, got {workers!r}")
     slurm = slurm_parameters(spec, check_sbatch=not dry_run) if executor == "slurm" else None
     out = sweep_paths(spec, out)
     cells = expand(spec, out)
@@ -1048,7 +1049,7 @@ def _finish_attempt(status: SweepStatus, cell: Cell, outcome: Outcome) -> str:
     return "failed" if outcome.returncode == EXIT_USAGE else "retry"
 
 
-class _Terminated(Exception):
+class SweepTerminated(Exception):
     """SIGTERM received by the sweep process: stop the cells like Ctrl-C does."""
 
 
@@ -1059,7 +1060,7 @@ def _sigterm_as_exception():
         return
 
     def handler(signum, frame):
-        raise _Terminated()
+        raise SweepTerminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -1160,7 +1161,7 @@ def _require_submitit():
     try:
         import submitit
     except ImportError:
-        raise ValueError(
+        raise UsageError(
             "--executor slurm needs submitit: pip install 'retrain-stability[slurm]' "
             "(or pip install submitit)"
         ) from None
@@ -1181,41 +1182,41 @@ def slurm_parameters(spec: SweepSpec, check_sbatch: bool = True) -> dict:
     table = dict(spec.slurm)
     cluster = table.pop("cluster", "slurm")
     if cluster not in CLUSTERS:
-        raise ValueError(
+        raise UsageError(
             f"[slurm] cluster must be 'slurm' or 'local' (submitit's local executor), got {cluster!r}"
         )
     max_num_timeout = table.pop("max_num_timeout", 3)
     if isinstance(max_num_timeout, bool) or not isinstance(max_num_timeout, int):
-        raise ValueError("[slurm] max_num_timeout must be an integer")
+        raise UsageError("[slurm] max_num_timeout must be an integer")
     slurm_own = SlurmExecutor._valid_parameters()
     params = {"timeout_min": DEFAULT_TIMEOUT_MIN}
     for key, value in table.items():
         if key in SLURM_GENERIC:
             kind = SLURM_GENERIC[key]
             if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(f"[slurm] {key} must be a number, got {value!r}")
+                raise UsageError(f"[slurm] {key} must be a number, got {value!r}")
             if value < (0 if key == "gpus_per_node" else 1):
-                raise ValueError(f"[slurm] {key} must be positive, got {value!r}")
+                raise UsageError(f"[slurm] {key} must be positive, got {value!r}")
         elif key.startswith("slurm_") and key[len("slurm_") :] in slurm_own:
             pass
         else:
             accepted = sorted(SLURM_GENERIC) + sorted(SLURM_OWN) + ["slurm_<sbatch option>"]
-            raise ValueError(f"unknown [slurm] parameter {key!r}; accepted: {', '.join(accepted)}")
+            raise UsageError(f"unknown [slurm] parameter {key!r}; accepted: {', '.join(accepted)}")
         params[key] = value
     gpus = params.get("gpus_per_node", 0)
     nodes = params.get("nodes", 1)
     if params.get("tasks_per_node", 1) != 1:
-        raise ValueError(
+        raise UsageError(
             "[slurm] tasks_per_node must be 1: a cell is one process (a deep retrain cell on "
             "several GPUs is launched with torchrun inside its allocation: set gpus_per_node)"
         )
     distributed = spec.command in DISTRIBUTED
     if nodes > 1 and not distributed:
-        raise ValueError(f"[slurm] nodes = {nodes}: {spec.command!r} runs on one node")
+        raise UsageError(f"[slurm] nodes = {nodes}: {spec.command!r} runs on one node")
     launcher = "torchrun" if distributed and (gpus > 1 or nodes > 1) else "python"
     missing = [t for t in ("sbatch", "srun") if shutil.which(t) is None]
     if check_sbatch and cluster == "slurm" and missing:
-        raise ValueError(
+        raise UsageError(
             f"--executor slurm: {missing[0]} not found (run the sweep on the cluster's login "
             'node; cluster = "local" in [slurm] tries the same path on this machine)'
         )
@@ -1267,7 +1268,7 @@ class SlurmCell:
             run += ["--standalone"]
         # The argv travels as one JSON argument: torchrun's own parser reads every later
         # option too and rejects `--n` as an ambiguous prefix of its --nnodes/--node-rank.
-        return [*run, "-m", "simulations.sweep", json.dumps(self.argv)]
+        return [*run, "-m", "stability.app.sweep.engine", json.dumps(self.argv)]
 
     def __call__(self) -> dict:
         import socket
@@ -1343,7 +1344,7 @@ def _run_slurm(
         )
         executor.update_parameters(name=f"sweep-{status.out.name}"[:64], **slurm["params"])
     except Exception as exc:  # no srun, a parameter submitit refuses, ...
-        raise ValueError(f"submitit: {_first_line(str(exc)) or type(exc).__name__}") from None
+        raise UsageError(f"submitit: {_first_line(str(exc)) or type(exc).__name__}") from None
     tries = {c.name: 0 for c in todo}
     active: dict[str, Any] = {}
     if cluster == "slurm":
@@ -1368,7 +1369,7 @@ def _run_slurm(
         except Exception as exc:  # sbatch refused the jobs (partition, account, limits ...)
             status.save(force=True)
             msg = _last_line(str(exc)) or type(exc).__name__
-            raise ValueError(f"submitting to {slurm['cluster']} failed: {msg}") from None
+            raise UsageError(f"submitting to {slurm['cluster']} failed: {msg}") from None
         for cell, job in zip(cells, jobs):
             active[cell.name] = job
             status.update(
@@ -1474,9 +1475,9 @@ def _read_config(path: Path) -> dict:
     try:
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path / 'config.json'}: {_first_line(str(exc))}") from None
+        raise UsageError(f"cannot read {path / 'config.json'}: {_first_line(str(exc))}") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("options"), dict):
-        raise ValueError(f"{path / 'config.json'} has no options: not a run folder")
+        raise UsageError(f"{path / 'config.json'} has no options: not a run folder")
     return cfg
 
 
@@ -1501,7 +1502,7 @@ def find_runs(dirs: Iterable[str | Path]) -> tuple[list[RunInfo], list[str], lis
     for d in dirs:
         d = Path(d)
         if not d.is_dir():
-            raise ValueError(f"{str(d)!r} is not a folder")
+            raise UsageError(f"{str(d)!r} is not a folder")
         sweeps = sorted(
             {p.parent for p in d.rglob(STATUS_FILE)} | ({d} if read_status(d) else set())
         )
@@ -1587,17 +1588,17 @@ def collect(
     """
     dirs = [Path(d) for d in dirs]
     if not dirs:
-        raise ValueError("give at least one folder")
+        raise UsageError("give at least one folder")
     if out is None:
         if len(dirs) > 1:
-            raise ValueError("give --out FILE.csv when collecting several folders")
+            raise UsageError("give --out FILE.csv when collecting several folders")
         out = dirs[0] / "results.csv"
     out = Path(out)
     if out.suffix.lower() != ".csv":
-        raise ValueError(f"--out must be a .csv file, got {str(out)!r}")
+        raise UsageError(f"--out must be a .csv file, got {str(out)!r}")
     runs, axes, skipped = find_runs(dirs)
     if not runs:
-        raise ValueError(
+        raise UsageError(
             f"no finished run folder (config.json and summary.csv) under {', '.join(map(str, dirs))}"
         )
     swept = swept_columns(runs, axes)
@@ -1671,7 +1672,7 @@ def comparison_figures(rows: list[dict], swept: list[str], table: Path) -> list[
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from simulations.plots import LOG_METRICS, save_figure
+    from stability.runs.plots import LOG_METRICS, save_figure
 
     facets = [c for c in swept if c not in ("seed",)]
     for extra in ("policy", "command"):
@@ -1793,8 +1794,8 @@ def comparison_figures(rows: list[dict], swept: list[str], table: Path) -> list[
 
 
 def _main_json(args: list[str]) -> int:
-    """`python -m simulations.sweep '["deep", "retrain", ...]'`: the `stability` CLI on a JSON argv."""
-    from stability.cli import main
+    """`python -m stability.app.sweep.engine '["deep", "retrain", ...]'`: the `stability` CLI on a JSON argv."""
+    from stability.app.cli import main
 
     return main(json.loads(args[0]))
 

@@ -10,7 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from stability.cli import _fmt, _Parser
+from stability.app.formatting import fmt
+from stability.app.parser import ArgParser
+from stability.errors import UsageError
 
 
 def _common(p):
@@ -33,7 +35,7 @@ def _schedule_options(p):
 
 
 def retrain_parser():
-    p = _Parser(
+    p = ArgParser(
         prog="stability deep retrain",
         description="Algorithm 1 with EDM, OT-CFM or DDPM on images.",
     )
@@ -137,7 +139,7 @@ def main_retrain(argv) -> int:
             last = result["metrics"][str(result["iterations"])]
             print(
                 f"t = {result['iterations']}: "
-                + ", ".join(f"{k} = {_fmt(v)}" for k, v in last.items())
+                + ", ".join(f"{k} = {fmt(v)}" for k, v in last.items())
             )
             print(f"wrote {result['out']}/summary.csv, metrics.json and figures/")
     dist.shutdown()
@@ -145,7 +147,7 @@ def main_retrain(argv) -> int:
 
 
 def train_parser():
-    p = _Parser(
+    p = ArgParser(
         prog="stability deep train", description="Train (or fine-tune) a model on images once."
     )
     p.add_argument("--data", required=True)
@@ -172,12 +174,12 @@ def _checkpoint_network(path, model: str):
 
     state = load_weights(path)
     if state.get("format") != FORMAT:
-        raise ValueError(
+        raise UsageError(
             f"{path} is not a checkpoint written by this toolkit (it stores the network size)"
         )
     stored = state.get("method", "edm")
     if model is not None and stored != model:
-        raise ValueError(f"{path} holds a {stored} model, not {model}")
+        raise UsageError(f"{path} holds a {stored} model, not {model}")
     return stored, net_from_dict(stored, state["net_cfg"]), state
 
 
@@ -189,7 +191,7 @@ def main_train(argv) -> int:
 
     args = train_parser().parse_args(argv)
     if not args.kimg > 0:
-        raise ValueError(f"kimg must be > 0, got {args.kimg}")
+        raise UsageError(f"kimg must be > 0, got {args.kimg}")
     data = load_images(args.data, resolution=args.resolution)
     images = data.images[: args.n] if args.n else data.images
     cfg = DeepConfig(
@@ -211,7 +213,7 @@ def main_train(argv) -> int:
         if load_weights(args.init).get("format") == FORMAT:
             _, net, _ = _checkpoint_network(args.init, args.model)
         if (net.resolution, net.channels) != (data.resolution, data.channels):
-            raise ValueError(
+            raise UsageError(
                 f"checkpoint is for {net.channels}x{net.resolution}x{net.resolution} images, "
                 f"the data are {data.channels}x{data.resolution}x{data.resolution}"
             )
@@ -228,7 +230,7 @@ def main_train(argv) -> int:
 
 
 def generate_parser():
-    p = _Parser(prog="stability deep generate", description="Generate images from a checkpoint.")
+    p = ArgParser(prog="stability deep generate", description="Generate images from a checkpoint.")
     p.add_argument("--ckpt", required=True, help="checkpoint (.pt from this toolkit)")
     p.add_argument("--n", type=int, required=True, help="number of images")
     p.add_argument(
@@ -257,7 +259,7 @@ def main_generate(argv) -> int:
 
     args = generate_parser().parse_args(argv)
     if args.n < 1:
-        raise ValueError(f"n must be >= 1, got {args.n}")
+        raise UsageError(f"n must be >= 1, got {args.n}")
     model, net, _ = _checkpoint_network(args.ckpt, None)
     if model == "edm":
         method = make_method("edm", steps=args.steps or 18, s_churn=args.s_churn)
@@ -282,7 +284,7 @@ def main_generate(argv) -> int:
 
 
 def evaluate_parser():
-    p = _Parser(
+    p = ArgParser(
         prog="stability deep evaluate",
         description="FID, precision and recall of generated images against real ones.",
     )
@@ -326,14 +328,14 @@ def main_evaluate(argv) -> int:
         print(json.dumps(out))
     else:
         print(
-            f"FID {_fmt(out['fid'])}  precision {_fmt(out['precision'])}  recall {_fmt(out['recall'])}"
+            f"FID {fmt(out['fid'])}  precision {fmt(out['precision'])}  recall {fmt(out['recall'])}"
             f"  ({out['n_generated']} generated vs {out['n_real']} real, features {spec})"
         )
     return 0
 
 
 def compare_parser():
-    p = _Parser(
+    p = ArgParser(
         prog="stability deep compare",
         description="Overlay FID/precision/recall/parameter distance of several runs (Figure 2).",
     )
@@ -348,7 +350,7 @@ def main_compare(argv) -> int:
     args = compare_parser().parse_args(argv)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out!r} exists and is not a folder")
+        raise UsageError(f"--out {args.out!r} exists and is not a folder")
     res = compare_runs(args.runs, out)
     print(f"wrote {res['figure']} and {res['csv']}")
     return 0
@@ -365,11 +367,11 @@ COMMANDS = {
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
-        raise ValueError(
+        raise UsageError(
             "usage: stability deep retrain|train|generate|evaluate|compare ... (see --help of each)"
         )
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise ValueError("stability deep needs the torch extra: pip install '.[torch]'") from None
+        raise UsageError("stability deep needs the torch extra: pip install '.[torch]'") from None
     return COMMANDS[argv[0]](argv[1:])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulations.runfolder import atomic_write_bytes
+from stability.runs.runfolder import atomic_write_bytes
 
 LOG_METRICS = {"trace_cov", "trace_sqrt_cov", "w2", "theta_err", "mean_err2", "w1", "w2_sliced"}
 

@@ -9,6 +9,8 @@ and continues.
 
 from __future__ import annotations
 
+from stability.errors import UsageError
+
 import csv
 import io
 import json
@@ -98,20 +100,20 @@ class RunFolder:
         """Raise ValueError if the folder cannot be used (before anything is written)."""
         p = self.path
         if p.exists() and not p.is_dir():
-            raise ValueError(f"--out {str(p)!r} exists and is not a folder")
+            raise UsageError(f"--out {str(p)!r} exists and is not a folder")
         cfg = p / "config.json"
         if cfg.exists():
             try:
                 old = json.loads(cfg.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"cannot read {cfg}: {exc}") from None
+                raise UsageError(f"cannot read {cfg}: {exc}") from None
             if old.get("command") != self.command or old.get("options") != self.options:
-                raise ValueError(
+                raise UsageError(
                     f"{str(p)!r} holds a different run (its config.json differs); use another --out"
                 )
         parent = p if p.exists() else next((q for q in p.parents if q.exists()), Path("."))
         if not os.access(parent, os.W_OK):
-            raise ValueError(f"--out {str(p)!r} is not writable")
+            raise UsageError(f"--out {str(p)!r} is not writable")
 
     @property
     def resuming(self) -> bool:
