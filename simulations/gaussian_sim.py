@@ -35,6 +35,7 @@ from stability.loop import PointSet, Policy, retrain
 from stability.runs.runfolder import (
     RunFolder,
     atomic_save_npz,
+    describe_run,
     format_lam,
     read_summary,
     summary_rows,
@@ -307,21 +308,7 @@ def describe(
     cfg: GaussianSimConfig, folder: RunFolder, rows: list[dict], figures: list[str]
 ) -> dict:
     """Summary of a finished run: paths and each metric's mean +- se at the last iteration."""
-    final = {}
-    for r in rows:
-        if r["t"] == cfg.iterations:
-            final.setdefault(format_lam(r["lam"]), {})[r["metric"]] = {
-                "mean": r["mean"],
-                "se": r["se"],
-            }
-    return {
-        "out": str(folder.path),
-        "config": str(folder.file("config.json")),
-        "summary": str(folder.file("summary.csv")),
-        "figures": figures,
-        "iterations": cfg.iterations,
-        "final": final,
-    }
+    return describe_run(folder, rows, figures, cfg.iterations)
 
 
 __all__ = ["GaussianSimConfig", "run_gaussian_simulation", "simulate_block", "GaussianStats"]

@@ -32,6 +32,7 @@ from stability.loop import LoopState, PointSet, Policy, retrain, synthetic_count
 from stability.runs.runfolder import (
     RunFolder,
     atomic_write_bytes,
+    describe_run,
     format_lam,
     read_summary,
     summary_rows,
@@ -462,22 +463,8 @@ class TwoDSimulation:
         save_figure(fig, path)
 
     def describe(self, rows, figures) -> dict:
-        cfg = self.cfg
-        final = {}
-        for r in rows:
-            if r["t"] == cfg.iterations:
-                final.setdefault(format_lam(r["lam"]), {})[r["metric"]] = {
-                    "mean": r["mean"],
-                    "se": r["se"],
-                }
-        return {
-            "out": str(self.folder.path),
-            "config": str(self.folder.file("config.json")),
-            "summary": str(self.folder.file("summary.csv")),
-            "figures": figures,
-            "iterations": cfg.iterations,
-            "final": final,
-        }
+        """Summary of a finished run: paths and each metric's mean +- se at the last iteration."""
+        return describe_run(self.folder, rows, figures, self.cfg.iterations)
 
 
 def quick_config(model: str, **overrides) -> TwoDConfig:

@@ -7,7 +7,15 @@ numbered claim of Bertrand et al., "On the Stability of Iterative Retraining of 
 Models on their Own Data" (ICLR 2024).
 """
 
-from stability.rates import alpha, alpha_d_quadrature, log_alpha, one_minus_alpha
-
 __all__ = ["alpha", "alpha_d_quadrature", "log_alpha", "one_minus_alpha", "__version__"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The rates are imported on first use, not with the package: `stability --help` and every
+    # command that does not need them start without scipy (PEP 562 module __getattr__).
+    if name in __all__[:-1]:
+        from stability import rates
+
+        return getattr(rates, name)
+    raise AttributeError(f"module 'stability' has no attribute {name!r}")

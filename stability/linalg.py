@@ -95,8 +95,3 @@ def vech(a: np.ndarray) -> np.ndarray:
             rows.append(i)
             cols.append(j)
     return a[..., rows, cols]
-
-
-def loewner_min_eig(a: np.ndarray) -> np.ndarray:
-    """Smallest eigenvalue of symmetric matrices (a >= 0 in Loewner order iff it is >= 0)."""
-    return np.linalg.eigvalsh(sym(a))[..., 0]

@@ -44,22 +44,34 @@ class DataSet(Protocol):
     """A data set (possibly batched over runs): size, union, uniform subsample."""
 
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """Number of points per run."""
+        ...
 
-    def union(self, other: DataSet) -> DataSet: ...
+    def union(self, other: DataSet) -> DataSet:
+        """The two sets joined run by run (sizes add)."""
+        ...
 
-    def subsample(self, m: int, rng: np.random.Generator) -> DataSet: ...
+    def subsample(self, m: int, rng: np.random.Generator) -> DataSet:
+        """m points drawn uniformly without replacement, independently per run."""
+        ...
 
 
 @runtime_checkable
 class Retrainable(Protocol):
     """A generative model that Algorithm 1 can retrain."""
 
-    def fit(self, data: Any) -> None: ...
+    def fit(self, data: Any) -> None:
+        """Fit (or fine-tune) the model on a data set; the maximiser of eq (2)."""
+        ...
 
-    def sample(self, k: int, rng: np.random.Generator) -> Any: ...
+    def sample(self, k: int, rng: np.random.Generator) -> Any:
+        """k samples per run from the current model, as a data set of the same kind."""
+        ...
 
-    def state(self) -> dict: ...
+    def state(self) -> dict:
+        """The parameters theta_t (numbers or arrays), recorded at every iteration."""
+        ...
 
 
 @dataclass
@@ -70,9 +82,11 @@ class PointSet:
 
     @property
     def size(self) -> int:
+        """N, the number of points per run."""
         return int(self.x.shape[1])
 
     def union(self, other: PointSet) -> PointSet:
+        """Both point sets per run, shape (R, N + N', d)."""
         return PointSet(np.concatenate([self.x, other.x], axis=1))
 
     def subsample(self, m: int, rng: np.random.Generator) -> PointSet:
@@ -122,6 +136,7 @@ class Policy:
 
     @property
     def label(self) -> str:
+        """The policy as printed in tables and legends, e.g. ``mix(lam=0.5)``."""
         return f"{self.name}(lam={self.lam:g})"
 
     def sizes(self, n: int, iterations: int) -> list[int]:

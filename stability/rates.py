@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import special
 
 from stability.errors import UsageError, check_dim, check_n
 
@@ -38,6 +37,8 @@ def _log_ratio_coefficients(terms: int = _SERIES_TERMS) -> list[tuple[int, float
     From the Stirling series log Gamma(x+a) ~ (x+a-1/2) log x - x + log(2 pi)/2
     + sum_k (-1)^(k+1) B_{k+1}(a) / (k (k+1) x^k) and B_j(1/2) = (2^(1-j) - 1) B_j.
     """
+    from scipy import special
+
     bern = special.bernoulli(terms + 2)
     coeffs = []
     for k in range(1, terms + 1, 2):
@@ -46,7 +47,7 @@ def _log_ratio_coefficients(terms: int = _SERIES_TERMS) -> list[tuple[int, float
     return coeffs
 
 
-_COEFFS = _log_ratio_coefficients()
+_COEFFS: list[tuple[int, float]] = []  # filled on first use: scipy is imported only when needed
 
 
 def log_alpha(n) -> np.ndarray | float:
@@ -57,6 +58,10 @@ def log_alpha(n) -> np.ndarray | float:
     n : int or array_like of int, shape (...)
         Number of samples per refit, n >= 2.
     """
+    from scipy import special
+
+    if not _COEFFS:
+        _COEFFS.extend(_log_ratio_coefficients())
     n_arr = np.asarray(n, dtype=float)
     check_n(n_arr)
     x = (n_arr - 1.0) / 2.0
@@ -193,7 +198,7 @@ def alpha_d_quadrature(n: int, d: int, return_mass: bool = False):
     With return_mass, also returns the integral of the density (it must be 1: a test of the
     normalising constant and of the change of variables).
     """
-    from scipy import integrate
+    from scipy import integrate, special
 
     check_n(n)
     check_dim(d)

@@ -23,9 +23,11 @@ class Interval:
     level: float
 
     def contains(self, value: float) -> bool:
+        """True when lo <= value <= hi."""
         return self.lo <= value <= self.hi
 
     def as_list(self) -> list[float]:
+        """[lo, hi] as Python floats (for JSON)."""
         return [float(self.lo), float(self.hi)]
 
 

@@ -9,8 +9,6 @@ and continues.
 
 from __future__ import annotations
 
-from stability.errors import UsageError
-
 import csv
 import io
 import json
@@ -21,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from stability.errors import UsageError
 
 SUMMARY_COLUMNS = ("policy", "lam", "t", "metric", "runs", "mean", "se", "q05", "q50", "q95")
 
@@ -43,10 +43,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically; see `atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode())
 
 
 def atomic_save_npz(path: Path, **arrays) -> None:
+    """Save numpy arrays (any shapes, by keyword) to an .npz file atomically."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -58,6 +60,7 @@ def format_lam(lam: float) -> str:
 
 
 def versions() -> dict:
+    """Versions of Python, the toolkit and the numeric packages, for config.json."""
     """Versions of what produced a run (recorded in config.json)."""
     from importlib import metadata
 
@@ -117,9 +120,11 @@ class RunFolder:
 
     @property
     def resuming(self) -> bool:
+        """True when the folder already holds this run's config.json (a rerun resumes)."""
         return (self.path / "config.json").exists()
 
     def write_config(self, extra: dict | None = None) -> None:
+        """Write config.json (command, options, package versions, `extra`) unless resuming."""
         if self.resuming:
             return
         cfg = {"command": self.command, "options": self.options, "versions": versions()}
@@ -127,6 +132,7 @@ class RunFolder:
         atomic_write_text(self.path / "config.json", json.dumps(cfg, indent=2) + "\n")
 
     def file(self, *parts: str) -> Path:
+        """The path of a file inside the folder."""
         return self.path.joinpath(*parts)
 
 
@@ -189,3 +195,33 @@ def read_summary(path: Path) -> list[dict]:
         for k in ("mean", "se", "q05", "q50", "q95"):
             r[k] = float(r[k])
     return rows
+
+
+def describe_run(folder: RunFolder, rows: list[dict], figures: list[str], iterations: int) -> dict:
+    """What a finished run prints with --json: its files and each metric at the last iteration.
+
+    Parameters
+    ----------
+    folder : RunFolder
+    rows : list of dict
+        The tidy summary rows (`summary_rows`).
+    figures : list of str
+        Paths of the figures written.
+    iterations : int
+        T, the last iteration: ``final[lam][metric]`` holds that row's mean and se.
+    """
+    final = {}
+    for r in rows:
+        if r["t"] == iterations:
+            final.setdefault(format_lam(r["lam"]), {})[r["metric"]] = {
+                "mean": r["mean"],
+                "se": r["se"],
+            }
+    return {
+        "out": str(folder.path),
+        "config": str(folder.file("config.json")),
+        "summary": str(folder.file("summary.csv")),
+        "figures": figures,
+        "iterations": iterations,
+        "final": final,
+    }
