@@ -27,7 +27,7 @@ from stability.app.sweep.status import SweepStatus
 
 # How one attempt of a cell is run: (cell, environment, log file, attempt number) -> Outcome.
 Runner = Callable[[Cell, dict, Path, int], Outcome]
-POLL_S = 0.5  # seconds between looks at the pool
+POLL_S = 0.5  # seconds between looks at the pool (and saves of sweep.json)
 
 
 def run_cell(cell: Cell, env: dict, log: Path, attempt: int) -> Outcome:
@@ -118,6 +118,7 @@ class _Pool:
             done, _ = wait(list(self.futures), timeout=POLL_S, return_when=FIRST_COMPLETED)
             for fut in done:
                 self.settle(fut, bar)
+            self.status.flush()
 
     def interrupt(self) -> None:
         """Stop the cell processes; their cells are pending again; save."""

@@ -326,6 +326,7 @@ class _Jobs:
             bar.set_postfix(failed=self.failed, refresh=False)
         if again:
             self.submit(again)
+        self.status.flush()
 
     def interrupt(self) -> None:
         """On Ctrl-C: cancel local jobs (this machine's processes); Slurm jobs keep running."""

@@ -3,7 +3,8 @@
 Every cell has a record: name, options (its swept values), argv, status (pending, running, done
 or failed), attempts, returncode, error (the last line of a failed attempt), seconds, job_id
 (Slurm) and updated. The file is rewritten atomically, at most about once a second while cells
-come and go, and always on a failure, an interruption and the end of the sweep.
+come and go, and always on a failure, an interruption and the end of the sweep, so that it never
+lags more than about a second behind the cells (`SweepStatus.flush`).
 
 Rerunning a sweep skips finished cells (a cell is finished when its summary.csv exists and no
 attempt of the sweep was cut short after writing it), resumes interrupted ones (the commands
@@ -119,11 +120,13 @@ class SweepStatus:
             self.records[name].update(fields, updated=now())
             if save:
                 self.save(force=save == "force")
+            else:
+                self._dirty = True
 
     def save(self, force: bool = True) -> None:
         """Write sweep.json atomically; unless `force`, at most once per SAVE_EVERY seconds.
 
-        A save held back by the throttle is written by the next save.
+        A save held back by the throttle is written by the next `flush` (or save).
         """
         # A grid of thousands of short cells would otherwise rewrite the file thousands of
         # times; a failure or the end of the sweep always saves.
@@ -136,6 +139,13 @@ class SweepStatus:
             self._dirty = False
             text = json.dumps(self.to_json(), indent=1, allow_nan=True) + "\n"
             atomic_write_text(self.out / SWEEP_FILE, text)
+
+    def flush(self) -> None:
+        """Write the updates the throttle held back, once SAVE_EVERY has passed since the last
+        save; the executors call it while they wait, so sweep.json never lags far behind."""
+        with self.lock:
+            if self._dirty:
+                self.save(force=False)
 
     def start(self, name: str, save: bool | str = True, **fields) -> int:
         """Mark a cell running for a new attempt; returns the attempt's number (from 1)."""
