@@ -7,12 +7,14 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import pytest
 
 from stability.app.sweep.cli import main_collect, main_sweep
-from stability.app.sweep.local import run_cell
+from stability.app.sweep.local import SweepTerminated, run_cell
 from stability.app.sweep.processes import THREAD_VARS, Outcome
 from stability.app.sweep.run import run_sweep
 from stability.app.sweep.spec import SweepSpec, parse_spec
@@ -39,6 +41,13 @@ def summaries(out: Path) -> dict[str, bytes]:
 
 def status_of(out: Path) -> dict[str, dict]:
     return {r["name"]: r for r in json.loads((out / "sweep.json").read_text())["cells"]}
+
+
+def finish_by_hand(cell) -> Outcome:
+    """What a successful attempt leaves: a summary.csv in the cell's folder."""
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    (cell.folder / "summary.csv").write_text("policy,lam,t,metric\n")
+    return Outcome(0, None, 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +240,21 @@ def test_one_sweep_at_a_time_per_folder(tmp_path):
     assert (
         sorted(p.name for p in (tmp_path / "out").iterdir()) == []
     )  # the refused one wrote nothing
+
+
+def test_a_cell_that_ends_as_the_sweep_is_terminated_is_recorded_done(tmp_path):
+    # Reported bug: finished cells showed as "pending" in sweep.json after an interruption.
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGTERM is handled in the main thread only")
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def runner(cell, env, log, attempt):
+        os.kill(os.getpid(), signal.SIGTERM)  # the sweep is terminated as this cell ends
+        return finish_by_hand(cell)
+
+    spec = gaussian_spec(lam=[0.5])
+    with pytest.raises(SweepTerminated):
+        run_sweep(spec, tmp_path / "out", workers=1, runner=runner, progress=False)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert status_of(tmp_path / "out")["lam=0.5"]["status"] == "done"
+    assert not (tmp_path / "out" / ".lock").exists()

@@ -81,29 +81,42 @@ class _Pool:
         self.runner = runner
         self.env = thread_env(threads)
         self.stop = threading.Event()
+        self.changed = threading.Condition()  # guards `active`, the attempts under way
+        self.active = 0
         self.tries: dict[str, int] = {}
         self.futures: dict[Future, Cell] = {}
         self.failed = 0
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep-cell")
 
-    def attempt(self, cell: Cell) -> Outcome:
-        """Run one attempt in a worker thread (none once the sweep is stopping)."""
-        if self.stop.is_set():
-            return Outcome(-1, None, 0.0, interrupted=True)
-        number = self.status.start(cell.name)
-        outcome = self.runner(cell, self.env, log_path(self.status.out, cell.name), number)
-        if self.stop.is_set() and outcome.returncode != 0:
-            outcome.interrupted = True  # stopped by the sweep, not a failure of the cell
-        return outcome
+    def attempt(self, cell: Cell) -> str:
+        """Run and record one attempt in a worker thread; returns `SweepStatus.finish`'s verdict.
+
+        The worker records the outcome itself, so an attempt that ends while the sweep is being
+        stopped is recorded as it ended (done, failed), not left "running".
+        """
+        with self.changed:
+            if self.stop.is_set():
+                return "interrupted"
+            self.active += 1
+        try:
+            number = self.status.start(cell.name)
+            outcome = self.runner(cell, self.env, log_path(self.status.out, cell.name), number)
+            if self.stop.is_set() and outcome.returncode != 0:
+                outcome.interrupted = True  # stopped by the sweep, not a failure of the cell
+            return self.status.finish(cell, outcome)
+        finally:
+            with self.changed:
+                self.active -= 1
+                self.changed.notify_all()
 
     def submit(self, cell: Cell) -> None:
         self.tries[cell.name] = self.tries.get(cell.name, 0) + 1
         self.futures[self.pool.submit(self.attempt, cell)] = cell
 
     def settle(self, fut: Future, bar) -> None:
-        """Record a finished attempt; retry the cell or count it as finished."""
+        """Retry the cell of a finished attempt, or count it as finished."""
         cell = self.futures.pop(fut)
-        verdict = self.status.finish(cell, fut.result())
+        verdict = fut.result()
         if verdict == "retry" and self.tries[cell.name] <= self.retries:
             self.submit(cell)
             return
@@ -121,11 +134,17 @@ class _Pool:
             self.status.flush()
 
     def interrupt(self) -> None:
-        """Stop the cell processes; their cells are pending again; save."""
-        self.stop.set()
-        terminate_running()
+        """Stop the cell processes, wait for their attempts to be recorded, save."""
+        with self.changed:
+            self.stop.set()
+            # A worker may start its process just after a round of terminations (and a worker
+            # thread interrupted while being started is unknown to the pool): stop processes
+            # until every attempt under way has returned.
+            while self.active:
+                terminate_running()
+                self.changed.wait(POLL_S)
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.status.stop_running()
+        self.status.stop_running()  # attempts whose runner raised
 
 
 def run_local(
