@@ -180,7 +180,7 @@ def test_a_rerun_follows_slurm_jobs_still_queued(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="submitting to slurm failed: .*stop here"):
         run_sweep(spec, out, executor="slurm")
     after = status_of(out)
-    assert after["lam=0.5"]["job_id"] == "1234_0"
+    assert (after["lam=0.5"]["status"], after["lam=0.5"]["job_id"]) == ("running", "1234_0")
     assert after["lam=inf"]["status"] == "pending"
     scripts = list((out / "slurm").glob(".submission_file_*.sh"))
     assert len(scripts) == 1  # one submission: lam=inf alone

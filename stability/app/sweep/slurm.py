@@ -374,7 +374,9 @@ def run_slurm(
         poll_s = 0.5 if slurm["cluster"] == "local" else 30.0
     jobs = _Jobs(status, todo, retries, slurm)
     if slurm["cluster"] == "slurm":
-        jobs.active.update(_reattach(status, todo, jobs.folder))
+        for name, job in _reattach(status, todo, jobs.folder).items():
+            jobs.active[name] = job
+            status.update(name, save=False, status="running")  # the same attempt, followed
     bar = tqdm(total=len(todo), desc="sweep", unit="cell", disable=not progress, file=sys.stderr)
     try:
         fresh = [c for c in todo if c.name not in jobs.active]
