@@ -43,6 +43,24 @@ def test_a_failed_command_reports_its_last_line_and_its_environment(tmp_path):
     assert silent.error == "exit code 4 and no output"
 
 
+def test_descriptors_passed_to_the_cell_are_open_in_it(tmp_path):
+    read, write = os.pipe()
+    try:
+        script = f"import os; os.write({write}, b'from the cell')"
+        outcome = run_command(
+            [sys.executable, "-c", script],
+            dict(os.environ),
+            tmp_path / "log",
+            "a",
+            pass_fds=(write,),
+        )
+        assert outcome.returncode == 0, (tmp_path / "log").read_text()
+        assert os.read(read, 100) == b"from the cell"
+    finally:
+        os.close(read)
+        os.close(write)
+
+
 def test_thread_limits_and_the_command_of_a_cell():
     env = thread_env(2, base={"PATH": "/bin", "OMP_NUM_THREADS": "64"})
     assert env["PATH"] == "/bin" and all(env[v] == "2" for v in THREAD_VARS)

@@ -8,7 +8,10 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,8 @@ from stability.app.sweep.cli import main_collect, main_sweep
 from stability.app.sweep.local import SweepTerminated, run_cell
 from stability.app.sweep.processes import THREAD_VARS, Outcome
 from stability.app.sweep.run import run_sweep
-from stability.app.sweep.spec import SweepSpec, parse_spec
+from stability.app.sweep.spec import SweepSpec, load_spec, parse_spec
+from stability.errors import UsageError
 from stability.runs.lock import lock_run_folder
 
 # Tiny Gaussian cells: about a second of work each, most of it drawing the six figures.
@@ -258,3 +262,48 @@ def test_a_cell_that_ends_as_the_sweep_is_terminated_is_recorded_done(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is previous
     assert status_of(tmp_path / "out")["lam=0.5"]["status"] == "done"
     assert not (tmp_path / "out" / ".lock").exists()
+
+
+def test_a_sweep_killed_with_sigkill_keeps_its_folder_until_its_cells_exit(tmp_path):
+    # Reported bug: after `kill -9` of a sweep, its cell processes run on; a rerun started the
+    # same cells again beside them, and two commands writing one folder left stale block files
+    # in a finished cell. The cells now hold the sweep folder's lock.
+    spec_file = tmp_path / "s.toml"
+    spec_file.write_text(
+        'command = "simulate gaussian"\n[options]\nruns = 1000\niterations = 100\nlam = 0.5\n'
+        "[axes]\nseeds = 1\n"
+    )
+    out = tmp_path / "out"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "stability", "sweep", str(spec_file), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, which its cell joins
+    )
+    cell = out / "seed=0"
+    try:
+        deadline = time.monotonic() + 120
+        while not (cell / "config.json").exists():  # the cell's command has started
+            assert time.monotonic() < deadline and sweep.poll() is None
+            time.sleep(0.02)
+        os.kill(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+        spec = load_spec(spec_file)
+        with pytest.raises(UsageError, match=rf"another sweep is running .*pid {sweep.pid} "):
+            run_sweep(spec, out, workers=1, progress=False)
+        while True:  # once the orphan has finished, the sweep reruns
+            try:
+                report = run_sweep(spec, out, workers=1, progress=False)
+                break
+            except UsageError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(sweep.pid, signal.SIGKILL)  # the orphaned cell, if the test failed
+        except ProcessLookupError:
+            pass
+    assert report.ok and report.done == 1
+    assert (cell / "summary.csv").exists() and not (cell / "blocks").exists()
+    log = (out / "logs" / "seed=0.log").read_text()
+    assert log.count("=== ") == 2  # the orphan's attempt, then the rerun's (a resume)

@@ -2,12 +2,14 @@
 
 The pool is made of threads that each wait on one cell process: the processes do the work, and
 a cell that dies cannot break the pool. Ctrl-C or SIGTERM stops every cell process (they resume
-on the next run).
+on the next run); the sweep folder's lock is handed to every cell process, so that even a sweep
+killed with SIGKILL keeps its folder locked until the cells it started have exited.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -30,7 +32,7 @@ Runner = Callable[[Cell, dict, Path, int], Outcome]
 POLL_S = 0.5  # seconds between looks at the pool (and saves of sweep.json)
 
 
-def run_cell(cell: Cell, env: dict, log: Path, attempt: int) -> Outcome:
+def run_cell(cell: Cell, env: dict, log: Path, attempt: int, pass_fds: tuple = ()) -> Outcome:
     """Run one attempt of a cell as ``python -m stability ARGV`` (the default runner).
 
     Parameters
@@ -42,13 +44,15 @@ def run_cell(cell: Cell, env: dict, log: Path, attempt: int) -> Outcome:
         The cell's log, appended to.
     attempt : int
         The attempt's number, written in the log.
+    pass_fds : tuple of int
+        Descriptors the process keeps (the sweep folder's lock).
 
     Returns
     -------
     Outcome
     """
     cmd = stability_command(cell.argv)
-    return run_command(cmd, env, log, f"attempt {attempt}")
+    return run_command(cmd, env, log, f"attempt {attempt}", pass_fds=pass_fds)
 
 
 class SweepTerminated(Exception):
@@ -155,6 +159,7 @@ def run_local(
     retries: int,
     runner: Runner | None = None,
     progress: bool = False,
+    pass_fds: tuple = (),
 ) -> None:
     """Run the cells `todo` with `workers` cell processes at a time, each with `threads`.
 
@@ -174,6 +179,8 @@ def run_local(
         How one attempt is run (default `run_cell`).
     progress : bool
         Show a progress bar on stderr.
+    pass_fds : tuple of int
+        Descriptors the default runner's processes keep (the sweep folder's lock).
 
     Raises
     ------
@@ -182,7 +189,7 @@ def run_local(
     """
     from tqdm import tqdm
 
-    runner = runner or run_cell
+    runner = runner or functools.partial(run_cell, pass_fds=pass_fds)
     pool = _Pool(status, workers, threads, retries, runner)
     bar = tqdm(total=len(todo), desc="sweep", unit="cell", disable=not progress, file=sys.stderr)
     try:

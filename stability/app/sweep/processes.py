@@ -155,6 +155,7 @@ def run_command(
     log: Path,
     header: str,
     ignore_usr2: bool = False,
+    pass_fds: tuple[int, ...] = (),
 ) -> Outcome:
     """Run `cmd` with its output appended to `log`; the last output line is the error.
 
@@ -172,6 +173,9 @@ def run_command(
         The child ignores SIGUSR2, Slurm's warning before a preemption or time limit, so that
         only submitit's handler in the parent reacts to it (it requeues the job); the child is
         then terminated and the requeued job resumes it.
+    pass_fds : tuple of int
+        Descriptors the child keeps (the sweep folder's lock: it stays held while the child
+        runs, even if this process is killed).
 
     Returns
     -------
@@ -193,6 +197,7 @@ def run_command(
             stdin=subprocess.DEVNULL,
             env=env,
             preexec_fn=_ignore_usr2 if ignore_usr2 else None,
+            pass_fds=pass_fds,
         )
         with _LIVE_LOCK:
             _LIVE.add(proc)

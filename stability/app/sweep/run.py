@@ -248,14 +248,15 @@ def run_sweep(
         return report
     if progress is None:
         progress = sys.stderr.isatty()
-    with lock_run_folder(out, command="sweep"):
+    with lock_run_folder(out, command="sweep") as lock:
         # Read again under the lock: a sweep that held it may have finished cells meanwhile.
         status, todo = _load_status(out, spec, cells)
         report = _report(out, executor, cells, todo, workers, slurm)
         _warn_nested_workers(spec, executor, report.workers, available_cores())
         status.save(force=True)
         if todo and executor == "local":
-            run_local(status, todo, report.workers, report.threads, retries, runner, progress)
+            keep = () if lock.fd is None else (lock.fd,)
+            run_local(status, todo, report.workers, report.threads, retries, runner, progress, keep)
         elif todo:
             run_slurm(status, todo, retries, slurm, progress, poll_s)
         status.save(force=True)
