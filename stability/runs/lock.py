@@ -12,6 +12,14 @@ simply takes the lock and writes its own PID. A process that starts children wri
 folder hands them the lock's descriptor (``pass_fds=(lock.fd,)``): the folder then stays
 locked until the children exit too, even when the parent was killed first.
 
+A process killed in the middle of an atomic write (`stability.runs.runfolder.atomic_write_bytes`)
+leaves its temporary file, ``.NAME.XXXXXXXX.tmp``, beside the file it was writing; nothing else
+removes it (a resumed run writes NAME again under a new temporary name), so a finished run
+folder keeps it, and a folder such as ``blocks/`` that the run removes when done stays behind.
+Taking the lock is the one moment at which no process can be writing the folder, so
+`lock_run_folder` removes such leftovers then (`remove_partial_writes`), in the folder and its
+sub-folders, except in sub-folders that have a lock file of their own (their holder cleans them).
+
 On platforms without `fcntl` (Windows) nothing is locked.
 """
 
@@ -21,6 +29,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -30,6 +39,9 @@ from pathlib import Path
 from stability.errors import UsageError
 
 LOCK_FILE = ".lock"
+# The temporary name of atomic_write_bytes: tempfile.mkstemp(prefix=".NAME.", suffix=".tmp"),
+# whose random part is 8 characters of [a-z0-9_].
+PARTIAL_WRITE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 @dataclass(frozen=True)
@@ -97,11 +109,14 @@ class FolderLock:
         The descriptor holding the lock: give it to child processes that write into the folder
         (``subprocess.Popen(..., pass_fds=(lock.fd,))``) so that the folder stays locked while
         they run. None where nothing is locked (no `fcntl`).
+    removed : tuple of Path
+        Leftovers of interrupted atomic writes removed when the lock was taken.
     """
 
     folder: Path
     path: Path
     fd: int | None
+    removed: tuple[Path, ...] = ()
 
 
 def read_holder(folder: str | Path) -> LockHolder | None:
@@ -163,8 +178,50 @@ def _open_locked(path: Path) -> int | None:
         os.close(fd)
 
 
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Remove the temporary files of atomic writes whose writer was killed, under `folder`.
+
+    Only safe while holding the folder's lock: a running writer's temporary file has the same
+    name. Sub-folders with a lock file of their own are skipped (their holder cleans them), and
+    folders left empty by the removal are removed too (a ``blocks/`` folder that only held a
+    partial block).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The locked folder.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    folder = Path(folder)
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        if here != folder and LOCK_FILE in files:
+            dirs[:] = []
+            continue
+        for name in files:
+            if PARTIAL_WRITE.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (here / name).unlink()
+                    removed.append(here / name)
+    for parent in sorted({p.parent for p in removed}, key=lambda p: len(p.parts), reverse=True):
+        while parent != folder and folder in parent.parents:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
+    return removed
+
+
 @contextlib.contextmanager
-def lock_run_folder(folder: str | Path, command: str = "") -> Iterator[FolderLock]:
+def lock_run_folder(
+    folder: str | Path, command: str = "", clean: bool = True
+) -> Iterator[FolderLock]:
     """Hold a folder's lock for the duration of a ``with`` block (one process at a time).
 
     Creates the folder if needed, takes an exclusive `flock` on ``folder/.lock`` and writes
@@ -180,6 +237,9 @@ def lock_run_folder(folder: str | Path, command: str = "") -> Iterator[FolderLoc
     command : str, optional
         What this process runs (e.g. ``"sweep"``), shown to a process that finds the folder
         locked.
+    clean : bool
+        Remove the leftovers of interrupted atomic writes once the lock is held
+        (`remove_partial_writes`).
 
     Yields
     ------
@@ -207,7 +267,8 @@ def lock_run_folder(folder: str | Path, command: str = "") -> Iterator[FolderLoc
         raise UsageError(f"another {what} is running in {str(folder)!r} ({holder.describe()})")
     try:
         _write_holder(fd, command)
-        yield FolderLock(folder, path, fd)
+        removed = tuple(remove_partial_writes(folder)) if clean else ()
+        yield FolderLock(folder, path, fd, removed)
     finally:
         # Unlink while still holding the lock (see _open_locked for why this is safe).
         with contextlib.suppress(OSError):
@@ -231,8 +292,10 @@ def _write_holder(fd: int, command: str) -> None:
 
 __all__ = [
     "LOCK_FILE",
+    "PARTIAL_WRITE",
     "FolderLock",
     "LockHolder",
     "lock_run_folder",
     "read_holder",
+    "remove_partial_writes",
 ]

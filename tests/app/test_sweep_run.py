@@ -23,6 +23,7 @@ from stability.app.sweep.run import run_sweep
 from stability.app.sweep.spec import SweepSpec, load_spec, parse_spec
 from stability.errors import UsageError
 from stability.runs.lock import lock_run_folder
+from tests.stability.runs.test_lock import killed_during_atomic_write
 
 # Tiny Gaussian cells: about a second of work each, most of it drawing the six figures.
 TINY = {"runs": 20, "iterations": 3}
@@ -262,6 +263,19 @@ def test_a_cell_that_ends_as_the_sweep_is_terminated_is_recorded_done(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is previous
     assert status_of(tmp_path / "out")["lam=0.5"]["status"] == "done"
     assert not (tmp_path / "out" / ".lock").exists()
+
+
+def test_a_cell_killed_while_writing_a_block_leaves_no_stale_block_file(tmp_path):
+    # Reported bug: `kill -9` of a sweep and its cells while a cell wrote a block left the
+    # block's temporary file in blocks/; the rerun finished the cell but kept blocks/ with it.
+    spec = gaussian_spec(lam=[0.5])
+    out = tmp_path / "out"
+    cell = out / "lam=0.5"
+    left = killed_during_atomic_write(cell / "blocks" / "lam0_block00000.npz")
+    assert left.parent == cell / "blocks"
+    report = run_sweep(spec, out, workers=1, progress=False)
+    assert report.ok and report.done == 1
+    assert (cell / "summary.csv").exists() and not (cell / "blocks").exists()
 
 
 def test_a_sweep_killed_with_sigkill_keeps_its_folder_until_its_cells_exit(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from stability.errors import UsageError
-from stability.runs.lock import LOCK_FILE, lock_run_folder, read_holder
+from stability.runs.lock import LOCK_FILE, lock_run_folder, read_holder, remove_partial_writes
 
 pytest.importorskip("fcntl")
 
@@ -39,8 +39,44 @@ HOLDER = textwrap.dedent(
 )
 
 
+# A process killed by SIGKILL in the middle of an atomic write (while its data is being flushed).
+WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from stability.runs import runfolder
+
+    def stuck(fd):
+        print("writing", flush=True)
+        time.sleep(120)
+
+    os.fsync = stuck
+    runfolder.atomic_write_bytes(Path(sys.argv[1]), b"partial")
+    """
+)
+
+
 def child_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+
+
+def killed_during_atomic_write(path: Path) -> Path:
+    """Kill a process while it writes `path` atomically; returns the temporary file it leaves."""
+    before = set(path.parent.glob(f".{path.name}.*")) if path.parent.exists() else set()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    try:
+        assert proc.stdout.readline() == "writing\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    (left,) = set(path.parent.glob(f".{path.name}.*")) - before
+    assert not path.exists()
+    return left
 
 
 def start_holder(folder: Path, child: bool) -> tuple[subprocess.Popen, int]:
@@ -145,3 +181,23 @@ def test_children_given_the_lock_keep_it_after_their_parent_is_killed(tmp_path):
                 time.sleep(0.05)
     finally:
         kill_group(proc)
+
+
+def test_taking_the_lock_removes_what_killed_writers_left(tmp_path):
+    folder = tmp_path / "run"
+    left = killed_during_atomic_write(folder / "blocks" / "lam0_block00000.npz")
+    kept_partial = killed_during_atomic_write(folder / "figures" / "w2.png")
+    (folder / "figures" / "w1.png").write_bytes(b"a finished figure")
+    (folder / ".hidden.tmp").write_text("not an atomic write's name")
+    nested = folder / "cell"
+    nested.mkdir()
+    (nested / LOCK_FILE).write_text("")  # a folder with its own lock: left to its holder
+    inside = killed_during_atomic_write(nested / "summary.csv")
+    with lock_run_folder(folder) as lock:
+        assert sorted(lock.removed) == sorted([left, kept_partial])
+    assert not (folder / "blocks").exists()  # it held nothing else
+    assert sorted(p.name for p in (folder / "figures").iterdir()) == ["w1.png"]
+    assert (folder / ".hidden.tmp").exists() and inside.exists()
+    with lock_run_folder(nested, clean=False) as lock:
+        assert lock.removed == () and inside.exists()
+    assert remove_partial_writes(nested) == [inside] and not inside.exists()
