@@ -27,13 +27,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from stability.app.sweep import engine as sw
+from stability.app.sweep.cells import Cell, expand
+from stability.app.sweep.processes import (
+    THREAD_VARS,
+    available_cores,
+    stability_command,
+    thread_env,
+)
+from stability.app.sweep.run import run_sweep
+from stability.app.sweep.spec import SweepSpec, parse_spec
 
 
-def gaussian_spec(cells: int, runs: int, iterations: int) -> sw.SweepSpec:
+def gaussian_spec(cells: int, runs: int, iterations: int) -> SweepSpec:
     lams = [0.0, 0.5, 1.0, math.inf]
     seeds = max(1, math.ceil(cells / len(lams)))
-    return sw.parse_spec(
+    return parse_spec(
         {
             "command": "simulate gaussian",
             "options": {"runs": runs, "iterations": iterations, "n": 50},
@@ -42,8 +50,8 @@ def gaussian_spec(cells: int, runs: int, iterations: int) -> sw.SweepSpec:
     )
 
 
-def flow_spec(cells: int) -> sw.SweepSpec:
-    return sw.parse_spec(
+def flow_spec(cells: int) -> SweepSpec:
+    return parse_spec(
         {
             "command": "simulate flow",
             "options": {
@@ -61,16 +69,16 @@ def flow_spec(cells: int) -> sw.SweepSpec:
     )
 
 
-def sequential(cells: list[sw.Cell], threads: int | None) -> float:
+def sequential(cells: list[Cell], threads: int | None) -> float:
     """Seconds to run the cells' commands one after another."""
-    env = sw.thread_env(threads) if threads else dict(os.environ)
+    env = thread_env(threads) if threads else dict(os.environ)
     if not threads:
-        for var in sw.THREAD_VARS:
+        for var in THREAD_VARS:
             env.pop(var, None)
     t0 = time.perf_counter()
     for cell in cells:
         subprocess.run(
-            sw.stability_command(cell.argv),
+            stability_command(cell.argv),
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -79,13 +87,13 @@ def sequential(cells: list[sw.Cell], threads: int | None) -> float:
     return time.perf_counter() - t0
 
 
-def bench(label: str, spec: sw.SweepSpec, root: Path, workers: int) -> dict:
-    seq_cells = sw.expand(spec, root / f"{label}-seq")
-    one_cells = sw.expand(spec, root / f"{label}-seq1")
+def bench(label: str, spec: SweepSpec, root: Path, workers: int) -> dict:
+    seq_cells = expand(spec, root / f"{label}-seq")
+    one_cells = expand(spec, root / f"{label}-seq1")
     t_seq = sequential(seq_cells, None)
     t_one = sequential(one_cells, 1)
     t0 = time.perf_counter()
-    report = sw.run_sweep(spec, root / f"{label}-sweep", workers=workers, progress=False)
+    report = run_sweep(spec, root / f"{label}-sweep", workers=workers, progress=False)
     t_sweep = time.perf_counter() - t0
     assert report.ok, report.lines()
     identical = all(
@@ -114,7 +122,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.gaussian, args.flow, args.iterations = 4, 0, 200
-    cores = sw.available_cores()
+    cores = available_cores()
     workers = args.workers or cores
     print(f"{cores} cores, sweep workers {workers}; load average {os.getloadavg()[0]:.1f}")
     results = []

@@ -12,6 +12,7 @@ from stability.errors import UsageError
 
 
 def sweep_parser() -> ArgParser:
+    """The parser of `stability sweep SPEC.toml [--executor] [--workers] [--dry-run] ...`."""
     p = ArgParser(
         prog="stability sweep",
         description="Run a grid of runs of one command (a TOML spec), locally or on Slurm.",
@@ -40,6 +41,7 @@ def sweep_parser() -> ArgParser:
 
 
 def collect_parser() -> ArgParser:
+    """The parser of `stability collect DIR... [--out FILE.csv]`."""
     p = ArgParser(
         prog="stability collect",
         description="Gather run folders (or sweeps) into one tidy table with comparison figures.",
@@ -62,8 +64,22 @@ def _parse(parser: ArgParser, argv: list[str]):
 
 
 def main_sweep(argv: list[str]) -> int:
-    """`stability sweep`: exit 0 when every cell is done (or a dry run), 1 when some failed."""
-    from stability.app.sweep.engine import SweepTerminated, load_spec, run_sweep
+    """`stability sweep`: run (or resume) a sweep and print its report.
+
+    Parameters
+    ----------
+    argv : list of str
+        The arguments after ``stability sweep``.
+
+    Returns
+    -------
+    int
+        0 when every cell is done (or a dry run), 1 when some failed or are pending, 143 when
+        the sweep was terminated (SIGTERM). Bad usage raises `UsageError` (exit 2).
+    """
+    from stability.app.sweep.local import SweepTerminated
+    from stability.app.sweep.run import run_sweep
+    from stability.app.sweep.spec import load_spec
 
     args = _parse(sweep_parser(), argv)
     spec = load_spec(args.spec)
@@ -92,13 +108,26 @@ def main_sweep(argv: list[str]) -> int:
 
 
 def main_collect(argv: list[str]) -> int:
-    """`stability collect`: write the table (CSV, Parquet with pyarrow) and one PNG per metric."""
-    from stability.app.sweep.engine import collect
+    """`stability collect`: write the table (CSV, Parquet with pyarrow) and one PNG per metric.
+
+    Parameters
+    ----------
+    argv : list of str
+        The arguments after ``stability collect``.
+
+    Returns
+    -------
+    int
+        0; bad usage (no finished run, a wrong --out) raises `UsageError` (exit 2).
+    """
+    from stability.runs.collect import collect
 
     args = _parse(collect_parser(), argv)
     result = collect(args.dirs, args.out)
     for note in result.skipped:
         print(f"stability collect: skipped unfinished {note}", file=sys.stderr)
+    for note in result.notes:
+        print(f"stability collect: {note}", file=sys.stderr)
     print(
         f"wrote {result.table}: {result.rows} rows from {result.runs} runs "
         f"(columns: {', '.join(result.columns)})"
