@@ -312,7 +312,8 @@ def evaluate_parser():
 
 def main_evaluate(argv) -> int:
     from deep.data import load_images
-    from deep.metrics import evaluate, make_extractor
+    from deep.features import make_extractor
+    from deep.metrics import evaluate
 
     args = evaluate_parser().parse_args(argv)
     real = load_images(args.real, limit=args.n_real)
