@@ -344,6 +344,99 @@ def test_precision_recall_rejects_mismatched_or_non_finite_features():
     # Features come from a network during the run: non-finite ones are a run failure.
     with pytest.raises(RunError, match="non-finite"):
         precision_recall(x, bad)
+    # Finite features whose squared distances overflow float64 cannot be compared.
+    huge = np.random.default_rng(1).normal(size=(10, 2)) * 1e160
+    with pytest.raises(RunError, match="overflow"):
+        precision_recall(huge, huge)
+
+
+# ---- every decision as the direct computation makes it, whatever the offset ----------------
+
+
+def direct_sq_dists(a, b):
+    """Squared distances (len(a), len(b)) summed from coordinate differences: no expansion."""
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
+
+
+def direct_precision_recall(real, gen, k, include_self):
+    """O(N M D) reference: k-NN radii and ball tests on direct squared differences."""
+
+    def radii(x):
+        d = direct_sq_dists(x, x)
+        np.fill_diagonal(d, 0.0 if include_self else np.inf)
+        return np.sort(d, axis=1)[:, k - 1]
+
+    def inside(points, centres, r2):
+        d = direct_sq_dists(points, centres)
+        hit = d < r2[None, :] if include_self else d <= r2[None, :]
+        return float(hit.any(axis=1).mean())
+
+    return inside(gen, real, radii(real)), inside(real, gen, radii(gen))
+
+
+@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize("offset", [0.0, 1e4, 1e8, 1e12])
+def test_integer_features_give_the_same_values_at_any_offset(offset, include_self):
+    """Integer coordinates shifted by integers up to 7e12 (< 2^53) stay exact, and so do their
+    squared distances: precision and recall may not move at all, ties (many, on a small integer
+    grid) included. The squared-norm expansion gave (1.0, 1.0) from offset 1e8 on."""
+    rng = np.random.default_rng(11)
+    real = rng.integers(0, 40, size=(300, 4)).astype(np.float64)
+    gen = rng.integers(5, 45, size=(250, 4)).astype(np.float64)
+    shift = offset * np.array([1.0, -3.0, 7.0, 2.0])
+    k = 4 if include_self else 3
+    expected = direct_precision_recall(real, gen, k, include_self)
+    assert 0 < expected[0] < 1 and 0 < expected[1] < 1
+    assert precision_recall(real + shift, gen + shift, k=k, include_self=include_self) == expected
+
+
+@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize("offset", [1e4, 1e8, 1e10, 1e12])
+def test_precision_recall_equals_the_direct_computation_at_large_offsets(offset, include_self):
+    rng = np.random.default_rng(12)
+    base_real = rng.normal(size=(300, 5))
+    base_gen = 1.3 * rng.normal(size=(250, 5)) + 0.4
+    real, gen = base_real + offset, base_gen + offset
+    k = 4 if include_self else 3
+    got = precision_recall(real, gen, k=k, include_self=include_self)
+    assert got == direct_precision_recall(real, gen, k, include_self)
+    if offset <= 1e8:
+        # The shift rounds each coordinate by at most 7.5e-9 (half an ulp of 1e8): only a point
+        # that close to a ball's boundary could change side, so the unshifted values stay.
+        assert got == precision_recall(base_real, base_gen, k=k, include_self=include_self)
+
+
+@pytest.mark.parametrize("include_self", [False, True])
+def test_precision_recall_is_exact_when_centring_cannot_remove_the_offset(include_self):
+    """Two clusters 2e8 apart: the common mean lies between them, the centred features keep
+    norms ~1e8 and the expanded distances inside a cluster are noise, so every decision there
+    must come from the direct differences. Balls of one cluster never reach the other, so the
+    counts are the sums of the counts of each cluster taken alone."""
+    rng = np.random.default_rng(13)
+    far = np.array([1e8, -2e8, 0.0, 5e7])
+    real = rng.normal(size=(200, 4))
+    gen = 1.2 * rng.normal(size=(180, 4)) + 0.3
+    real[100:] += far
+    gen[90:] += far
+    k = 4 if include_self else 3
+    got = precision_recall(real, gen, k=k, include_self=include_self)
+    assert got == direct_precision_recall(real, gen, k, include_self)
+    near = precision_recall(real[:100], gen[:90], k=k, include_self=include_self)
+    away = precision_recall(real[100:] - far, gen[90:] - far, k=k, include_self=include_self)
+    assert round(got.precision * 180) == round(near.precision * 90) + round(away.precision * 90)
+    assert round(got.recall * 200) == round(near.recall * 100) + round(away.recall * 100)
+    assert 0 < got.precision < 1 and 0 < got.recall < 1
+
+
+def test_radii_equal_the_direct_kth_neighbour_distances():
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(257, 6)) * [1, 2, 3, 4, 5, 6] + 1e9
+    for k, include_self in ((1, False), (3, False), (4, True)):
+        d = direct_sq_dists(x, x)
+        np.fill_diagonal(d, 0.0 if include_self else np.inf)
+        expected = np.sort(d, axis=1)[:, k - 1]
+        got = kth_neighbour_sq(x, k, include_self=include_self, batch=100)
+        np.testing.assert_array_equal(got, expected)
 
 
 # ---------------------------------------------------------------------------------------------
