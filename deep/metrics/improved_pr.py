@@ -34,7 +34,7 @@ import numpy as np
 from deep.metrics.validate import check_features, check_positive_int, check_same_dim
 from stability.errors import RunError
 
-__all__ = ["PrecisionRecall", "kth_neighbour_sq", "precision_recall"]
+__all__ = ["PrecisionRecall", "default_k", "kth_neighbour_sq", "precision_recall"]
 
 DEFAULT_BATCH = 1024
 _UNIT_ROUNDOFF = np.finfo(np.float64).eps / 2
@@ -49,6 +49,23 @@ class PrecisionRecall(NamedTuple):
 
     precision: float
     recall: float
+
+
+def default_k(include_self: bool) -> int:
+    """The neighbourhood size of each convention: 3 other points, i.e. k = 3, or k = 4 with self.
+
+    Parameters
+    ----------
+    include_self : bool
+        True for the convention of the ``prdc`` package (Naeem et al. 2020) and of ``fls``,
+        where a point is its own first neighbour, so k = 4 is its 3rd other neighbour.
+
+    Returns
+    -------
+    int
+        4 when `include_self`, else 3 (Kynkaanniemi et al. 2019 use the 3rd other neighbour).
+    """
+    return 4 if include_self else 3
 
 
 def _band_factor(dim: int) -> float:
@@ -174,8 +191,15 @@ def _inside_fraction(
     return count / len(points.raw)
 
 
+def _checked_k(k, include_self: bool) -> int:
+    return default_k(include_self) if k is None else check_positive_int(k, "k")
+
+
 def kth_neighbour_sq(
-    features: np.ndarray, k: int = 3, include_self: bool = False, batch: int = DEFAULT_BATCH
+    features: np.ndarray,
+    k: int | None = None,
+    include_self: bool = False,
+    batch: int = DEFAULT_BATCH,
 ) -> np.ndarray:
     """Squared radius of each point's ball: its squared distance to its k-th nearest neighbour.
 
@@ -187,8 +211,8 @@ def kth_neighbour_sq(
     ----------
     features : np.ndarray, shape (N, D)
         N > k points (N >= k with `include_self`).
-    k : int
-        Neighbourhood size.
+    k : int, optional
+        Neighbourhood size; None: ``default_k(include_self)``.
     include_self : bool
         Whether the point counts as its own first neighbour (distance 0).
     batch : int
@@ -199,7 +223,7 @@ def kth_neighbour_sq(
     np.ndarray, shape (N,)
         The squared radii.
     """
-    k = check_positive_int(k, "k")
+    k = _checked_k(k, include_self)
     batch = check_positive_int(batch, "batch")
     x = check_features(features, "features", minimum=k if include_self else k + 1)
     return _radii(_Centred(x, x.mean(axis=0)), k, include_self, batch)
@@ -208,7 +232,7 @@ def kth_neighbour_sq(
 def precision_recall(
     real: np.ndarray,
     generated: np.ndarray,
-    k: int = 3,
+    k: int | None = None,
     include_self: bool = False,
     batch: int = DEFAULT_BATCH,
 ) -> PrecisionRecall:
@@ -223,9 +247,9 @@ def precision_recall(
 
     - ``include_self=False`` (default, the paper and its official code): the k-th nearest
       *other* point, and a point is inside when its distance is <= the radius; k = 3.
-    - ``include_self=True`` (the ``prdc`` package, Naeem et al. 2020): the k-th nearest point
-      counting the point itself as the first (distance 0), so k = 4 is the 3rd other neighbour
-      (prdc's ``nearest_k = k - 1``), and inside means strictly < the radius.
+    - ``include_self=True`` (the ``prdc`` package, Naeem et al. 2020, and ``fls``): the k-th
+      nearest point counting the point itself as the first (distance 0), and inside means
+      strictly < the radius; k = 4, the 3rd other neighbour (prdc's ``nearest_k = k - 1``).
 
     Every distance that decides something is the direct sum of squared differences, whatever
     offset the features share (see the module's notes); blocks of `batch` rows are compared
@@ -237,8 +261,8 @@ def precision_recall(
     real : np.ndarray, shape (N, D)
     generated : np.ndarray, shape (M, D)
         Each set needs more than k points (at least k with `include_self`).
-    k : int
-        Neighbourhood size.
+    k : int, optional
+        Neighbourhood size; None: the convention's, ``default_k(include_self)`` (3 or 4).
     include_self : bool
         The convention (see above).
     batch : int
@@ -256,7 +280,7 @@ def precision_recall(
     RunError
         On non-finite features, or features so large that their squares overflow.
     """
-    k = check_positive_int(k, "k")
+    k = _checked_k(k, include_self)
     batch = check_positive_int(batch, "batch")
     need = k if include_self else k + 1
     real = check_features(real, "real features", minimum=need)

@@ -17,7 +17,7 @@ def evaluate(
     real_images: np.ndarray | None,
     generated_images: np.ndarray,
     extractor: FeatureExtractor,
-    k: int = 3,
+    k: int | None = None,
     include_self: bool = False,
     real_features: np.ndarray | None = None,
 ) -> dict:
@@ -31,8 +31,8 @@ def evaluate(
     generated_images : np.ndarray, uint8, shape (M, C, H, W)
     extractor : FeatureExtractor
         The feature space (``deep.features``).
-    k : int
-        Neighbourhood size of precision/recall.
+    k : int, optional
+        Neighbourhood size of precision/recall; None: 3, or 4 with `include_self`.
     include_self : bool
         The precision/recall convention (see ``precision_recall``).
     real_features : np.ndarray, shape (N, D), optional

@@ -1,5 +1,6 @@
 """FID and improved precision/recall, against independent computations."""
 
+import json
 import warnings
 
 import numpy as np
@@ -8,6 +9,7 @@ from scipy.spatial.distance import cdist
 
 from deep.features import pixels_extractor
 from deep.metrics import (
+    default_k,
     evaluate,
     feature_stats,
     fid_from_features,
@@ -384,10 +386,10 @@ def test_integer_features_give_the_same_values_at_any_offset(offset, include_sel
     real = rng.integers(0, 40, size=(300, 4)).astype(np.float64)
     gen = rng.integers(5, 45, size=(250, 4)).astype(np.float64)
     shift = offset * np.array([1.0, -3.0, 7.0, 2.0])
-    k = 4 if include_self else 3
+    k = default_k(include_self)
     expected = direct_precision_recall(real, gen, k, include_self)
     assert 0 < expected[0] < 1 and 0 < expected[1] < 1
-    assert precision_recall(real + shift, gen + shift, k=k, include_self=include_self) == expected
+    assert precision_recall(real + shift, gen + shift, include_self=include_self) == expected
 
 
 @pytest.mark.parametrize("include_self", [False, True])
@@ -397,13 +399,13 @@ def test_precision_recall_equals_the_direct_computation_at_large_offsets(offset,
     base_real = rng.normal(size=(300, 5))
     base_gen = 1.3 * rng.normal(size=(250, 5)) + 0.4
     real, gen = base_real + offset, base_gen + offset
-    k = 4 if include_self else 3
-    got = precision_recall(real, gen, k=k, include_self=include_self)
+    k = default_k(include_self)
+    got = precision_recall(real, gen, include_self=include_self)
     assert got == direct_precision_recall(real, gen, k, include_self)
     if offset <= 1e8:
         # The shift rounds each coordinate by at most 7.5e-9 (half an ulp of 1e8): only a point
         # that close to a ball's boundary could change side, so the unshifted values stay.
-        assert got == precision_recall(base_real, base_gen, k=k, include_self=include_self)
+        assert got == precision_recall(base_real, base_gen, include_self=include_self)
 
 
 @pytest.mark.parametrize("include_self", [False, True])
@@ -418,11 +420,11 @@ def test_precision_recall_is_exact_when_centring_cannot_remove_the_offset(includ
     gen = 1.2 * rng.normal(size=(180, 4)) + 0.3
     real[100:] += far
     gen[90:] += far
-    k = 4 if include_self else 3
-    got = precision_recall(real, gen, k=k, include_self=include_self)
+    k = default_k(include_self)
+    got = precision_recall(real, gen, include_self=include_self)
     assert got == direct_precision_recall(real, gen, k, include_self)
-    near = precision_recall(real[:100], gen[:90], k=k, include_self=include_self)
-    away = precision_recall(real[100:] - far, gen[90:] - far, k=k, include_self=include_self)
+    near = precision_recall(real[:100], gen[:90], include_self=include_self)
+    away = precision_recall(real[100:] - far, gen[90:] - far, include_self=include_self)
     assert round(got.precision * 180) == round(near.precision * 90) + round(away.precision * 90)
     assert round(got.recall * 200) == round(near.recall * 100) + round(away.recall * 100)
     assert 0 < got.precision < 1 and 0 < got.recall < 1
@@ -437,6 +439,18 @@ def test_radii_equal_the_direct_kth_neighbour_distances():
         expected = np.sort(d, axis=1)[:, k - 1]
         got = kth_neighbour_sq(x, k, include_self=include_self, batch=100)
         np.testing.assert_array_equal(got, expected)
+
+
+def test_include_self_defaults_to_k4_the_prdc_convention():
+    """prdc's nearest_k = 3 is k = 4 counting the point itself; k = 3 was the old default."""
+    rng = np.random.default_rng(14)
+    real, gen = rng.normal(size=(300, 3)), 1.2 * rng.normal(size=(260, 3)) + 0.3
+    k3 = precision_recall(real, gen, k=3, include_self=True)
+    k4 = precision_recall(real, gen, k=4, include_self=True)
+    assert k3 != k4  # the default is observable on these sets
+    assert precision_recall(real, gen, include_self=True) == k4
+    assert precision_recall(real, gen) == precision_recall(real, gen, k=3)
+    assert (default_k(False), default_k(True)) == (3, 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,3 +488,36 @@ def test_evaluate_is_clean_under_warnings_as_errors(digits):
         warnings.simplefilter("error")
         small = digits.images[:500, :, ::4, ::4].copy()
         evaluate(small[:300], small[300:], pixels_extractor())
+
+
+def test_evaluate_include_self_defaults_to_k4(digits):
+    small = digits.images[:, :, ::4, ::4].copy()
+    real, gen = small[:400], small[400:700]
+    ext = pixels_extractor()
+    fr, fg = ext(real), ext(gen)
+    out = evaluate(real, gen, ext, include_self=True)
+    assert (out["precision"], out["recall"]) == precision_recall(fr, fg, k=4, include_self=True)
+    assert evaluate(real, gen, ext, k=3, include_self=True)["recall"] == pytest.approx(
+        precision_recall(fr, fg, k=3, include_self=True).recall, abs=0
+    )
+
+
+def test_evaluate_command_include_self_means_k4_unless_k_is_given(tmp_path, capsys):
+    """`stability deep evaluate --include-self` is prdc's convention (k = 4), `--k` overrides."""
+    from deep.data import load_images, save_zip
+    from stability.app.deep_commands import main_evaluate
+
+    # 8 x 8 images: 64 pixel features keep FID's matrix square root quick.
+    real = load_images("digits:8", limit=300)
+    save_zip(load_images("digits:8").images[300:560], tmp_path / "gen.zip")
+    gen = load_images(f"zip={tmp_path / 'gen.zip'}")
+    ext = pixels_extractor()
+    fr, fg = ext(real.images), ext(gen.images)
+    expected = {k: precision_recall(fr, fg, k=k, include_self=True) for k in (3, 4)}
+    assert expected[3] != expected[4]
+    base = ["--real", "digits:8", "--n-real", "300", "--generated", str(tmp_path / "gen.zip")]
+    base += ["--features", "pixels", "--include-self", "--json"]
+    for extra, k in (([], 4), (["--k", "3"], 3)):
+        assert main_evaluate(base + extra) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert (out["precision"], out["recall"]) == expected[k]
