@@ -409,7 +409,8 @@ class _ImageScorer:
     def __call__(self, gen: np.ndarray) -> dict:
         if self.spec == "none":
             return {}
-        from deep.metrics import evaluate, make_extractor
+        from deep.features import make_extractor
+        from deep.metrics import evaluate
 
         if self._extractor is None:
             subset = self.data.subset(np.arange(self.real.size))

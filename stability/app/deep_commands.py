@@ -296,12 +296,16 @@ def evaluate_parser():
     )
     p.add_argument("--features", default="auto", help="auto | digits | pixels | inception=FILE")
     p.add_argument(
-        "--k", type=int, default=3, help="neighbours of the precision/recall radii (default 3)"
+        "--k",
+        type=int,
+        default=None,
+        help="neighbours of the precision/recall radii (default 3; 4 with --include-self)",
     )
     p.add_argument(
         "--include-self",
         action="store_true",
-        help="k counts the point itself, strict inequality (the convention of the paper's package)",
+        help="k counts the point itself, strict inequality, k = 4 unless --k is given (the "
+        "convention of the prdc and fls packages)",
     )
     p.add_argument("--n-real", type=int, default=None, help="use the first N real images")
     p.add_argument("--cache", default=None, help="folder for cached features (default: none)")
@@ -312,7 +316,8 @@ def evaluate_parser():
 
 def main_evaluate(argv) -> int:
     from deep.data import load_images
-    from deep.metrics import evaluate, make_extractor
+    from deep.features import make_extractor
+    from deep.metrics import evaluate
 
     args = evaluate_parser().parse_args(argv)
     real = load_images(args.real, limit=args.n_real)
