@@ -107,7 +107,12 @@ class Family(ABC):
 
     def _numeric_hessian(self, x, theta):
         theta = np.asarray(theta, dtype=float)
-        return numeric.jacobian_of(lambda t: self.score(x, t), theta, self.valid)
+        score_given = type(self).score is not Family.score
+        if score_given or self.complex_safe:
+            # Differences of an exact (given or complex-step) score.
+            inner = 0.0 if score_given else self._numeric_score(x, theta)[1]
+            return numeric.jacobian_of(lambda t: self.score(x, t), theta, self.valid, inner)
+        return numeric.hessian_from_values(lambda t: self.logpdf(x, t), theta, self.valid)
 
     # ---- the parameter domain and the data ------------------------------------------------------
     def valid(self, theta) -> bool:

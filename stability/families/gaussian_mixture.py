@@ -9,7 +9,7 @@ from scipy import special, stats
 
 from stability.errors import UsageError
 from stability.families.base import Family, data_points
-from stability.families.quadrature import gauss_hermite_std
+from stability.families.quadrature import composite_legendre
 
 
 class GaussianMixtureFamily(Family):
@@ -96,10 +96,17 @@ class GaussianMixtureFamily(Family):
         return bool(np.all(np.isfinite(theta)) and np.all(np.abs(theta[2 * self.k - 1 :]) < 30))
 
     def nodes(self, theta):
-        pi, mu, sig = self.split(theta)
-        z, w = gauss_hermite_std()
-        x = np.concatenate([m + s * z for m, s in zip(mu, sig)])
-        return x[:, None], np.concatenate([p * w for p in pi])
+        """Composite Gauss-Legendre over mu_k +- 14 sigma_k weighted by the density.
+
+        Gauss-Hermite per component integrates polynomials, not the responsibilities in the
+        score (errors ~1e-7 with 80 nodes when components overlap); 200 panels of 8 points reach
+        rounding.
+        """
+        _, mu, sig = self.split(theta)
+        edges = np.linspace(float(np.min(mu - 14 * sig)), float(np.max(mu + 14 * sig)), 201)
+        x, q = composite_legendre(edges)
+        w = q * np.exp(self.logpdf(x, theta))
+        return x[:, None], w / w.sum()
 
     def sample(self, rng, n, theta):
         pi, mu, sig = self.split(theta)

@@ -67,13 +67,13 @@ def make_family(spec: str):
         return plugins.instantiate(
             plugins.load_from_file(path + ".py", name.strip()), parse_params(params, spec), spec
         )
-    name, params = split_spec(spec)
-    name = ALIASES.get(name, name)
+    head = spec.partition(":")[0].strip().lower()
+    name = ALIASES.get(head, head)
     if name in SHIPPED:
-        return _construct(SHIPPED[name], params, spec)
+        return _construct(SHIPPED[name], split_spec(spec)[1], spec)
     eps = plugins.entry_point_families()
     if name in eps:
-        return plugins.instantiate(eps[name].load(), params, spec)
+        return plugins.instantiate(eps[name].load(), split_spec(spec)[1], spec)
     module, _, rest = spec.partition(":")
     attr, _, params_text = rest.partition(":")
     if "." in module and attr.isidentifier():
