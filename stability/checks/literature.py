@@ -20,7 +20,7 @@ from scipy import special, stats
 
 from stability.checks import register
 from stability.loop import PointSet, Policy, retrain
-from stability.stats import binomial_interval, mean_interval
+from stability.stats import Interval, binomial_interval, mean_interval
 
 GROUP = "literature"
 LEVEL = 0.99
@@ -287,7 +287,16 @@ def accumulate_bound(ctx, model=GaussianMLE, regression=LinearRegressionOLS) -> 
             known_cov=[ci.estimate for ci in checks[0][1]],
             regression=[ci.estimate for ci in checks[1][1]],
         ),
-        counterexample=dict(t=over[0], interval=upper[over[0]].as_list()) if over else None,
+        counterexample=None
+        if not fails
+        else dict(
+            over_bound_t=over,
+            exact_form_off=[
+                dict(model=lab, t=bad, intervals=[iv[t].as_list() for t in bad])
+                for lab, iv, bad in checks
+                if bad
+            ],
+        ),
     )
 
 
@@ -391,10 +400,14 @@ def bernoulli_collapse(ctx, model=BernoulliMLE) -> dict:
     loss_exact, time_exact = wright_fisher(n, p)
     loss_ci = binomial_interval(int(lost.sum()), runs, LEVEL, 6)
     hit = np.argmax(path == 0, axis=1)
-    time_ci = mean_interval(hit[lost].astype(float), LEVEL, 6)
     kimura = -2 * n * p * math.log(p) / (1 - p)
     bad_loss = not (loss_ci.contains(1 - p) and loss_ci.contains(loss_exact))
-    bad_time = not time_ci.contains(time_exact)
+    if lost.sum() < 2:  # nothing was lost: there is no time to loss to compare
+        time_ci = Interval(math.nan, math.nan, math.nan, LEVEL)
+        bad_time = True
+    else:
+        time_ci = mean_interval(hit[lost].astype(float), LEVEL, 6)
+        bad_time = not time_ci.contains(time_exact)
     fails = bool(bad) or bad_loss or bad_time
     return dict(
         verdict="fails" if fails else "holds",
@@ -493,22 +506,33 @@ def check_gaussian_tail(ctx):
 # 6. fresh data with weighting (He et al. 2025)
 
 
-def stationary_mse(w, k: float, n: int, sigma: float = 1.0):
+def stationary_mse(w, lam: float, n: int, sigma: float = 1.0):
     """Stationary E (mu_t - mu)^2 of mu_t = w m_real + (1 - w)(mu_{t-1} + noise), an AR(1).
 
-    m_real has variance sigma^2/n, the synthetic mean sigma^2/(k n):
-    V = (sigma^2 / n) (w^2 + (1 - w)^2 / k) / (1 - (1 - w)^2).
+    With n fresh real points and lam n synthetic ones, m_real has variance sigma^2/n and the
+    synthetic mean sigma^2/(lam n) around mu_{t-1}:
+    V = (sigma^2 / n) (w^2 + (1 - w)^2 / lam) / (1 - (1 - w)^2).
     """
     w = np.asarray(w, dtype=float)
-    return sigma**2 / n * (w**2 + (1 - w) ** 2 / k) / (1 - (1 - w) ** 2)
+    return sigma**2 / n * (w**2 + (1 - w) ** 2 / lam) / (1 - (1 - w) ** 2)
+
+
+def golden_weight(lam: float) -> float:
+    """He et al.'s optimal weight (sqrt(k^2 + 4k) - k)/2, k = 1/lam real points per synthetic one.
+
+    This reading of k (real to synthetic sizes) is the one under which the formula minimises
+    `stationary_mse`; both readings give 1/phi at lam = 1, the case the check runs.
+    """
+    k = 1.0 / lam
+    return (math.sqrt(k * k + 4 * k) - k) / 2
 
 
 def golden_ratio(ctx, model=WeightedMean) -> dict:
     from scipy.optimize import minimize_scalar
 
-    n, k, sigma = 20, 1.0, 1.0
+    n, k, sigma = 20, 1.0, 1.0  # k = lam: synthetic points per real one
     runs, steps = ctx.size(2000, 5000, 20000), 60
-    w_opt = (math.sqrt(k * k + 4 * k) - k) / 2
+    w_opt = golden_weight(k)
     numeric = float(
         minimize_scalar(
             lambda w: float(stationary_mse(w, k, n, sigma)),
@@ -547,8 +571,8 @@ def golden_ratio(ctx, model=WeightedMean) -> dict:
         measured=intervals[0].estimate,
         expected=float(expected[0]),
         interval=intervals[0].as_list(),
-        summary=f"fresh data (n = {n} real + k n synthetic, k = {k:g}): the weight minimising the "
-        f"stationary error is {numeric:.6f} = (sqrt(k^2+4k)-k)/2 = 1/phi = {1 / GOLDEN:.6f}; "
+        summary=f"fresh data (n = {n} real + lam n synthetic, lam = {k:g}): the weight minimising "
+        f"the stationary error is {numeric:.6f} = w* = 1/phi = {1 / GOLDEN:.6f}; "
         f"stationary n E(mu - mu*)^2 = {n * intervals[0].estimate:.4f} at w* (closed form "
         f"{n * expected[0]:.4f}), {n * intervals[1].estimate:.4f} with plain pooling "
         f"w = 1/(1+k) ({n * expected[1]:.4f})"
@@ -572,8 +596,8 @@ def golden_ratio(ctx, model=WeightedMean) -> dict:
 @register(
     "lit-golden-ratio",
     "Fresh real data each generation plus synthetic data from the previous model: weighting the "
-    "real data by w* = (sqrt(k^2+4k) - k)/2 (1/phi for k = 1) minimises the stationary error "
-    "(w^2 + (1-w)^2/k)/(1 - (1-w)^2) sigma^2/n, below plain pooling",
+    "real data by w* = (sqrt(k^2+4k) - k)/2, k = 1/lam (1/phi for lam = 1) minimises the "
+    "stationary error (w^2 + (1-w)^2/lam)/(1 - (1-w)^2) sigma^2/n, below plain pooling",
     "He, Xu and Cheng 2025 (A golden ratio weighting prevents model collapse)",
     GROUP,
 )
