@@ -46,7 +46,7 @@ class ScipyData(DataSource):
 
     Continuous: E_data[f] = int_0^1 f(F^-1(u)) du by tanh-sinh quadrature on each half of
     (0, 1) (the quantile function is taken from the lower tail below the median and from the
-    upper tail above, so that both tails are resolved to u ~ 1e-50); this handles heavy tails
+    upper tail above, so that both tails are resolved to u ~ 1e-30); this handles heavy tails
     and densities with a kink at the median (Laplace). Distributions whose quantile function
     scipy finds by root finding (slow) are integrated in x on an adaptive composite rule of
     their density instead (`stability.families.density1d`). Discrete: the probability mass function

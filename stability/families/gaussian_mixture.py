@@ -19,7 +19,7 @@ class GaussianMixtureFamily(Family):
     and sigma_k = exp(rho_k), so every finite theta is valid. Derivatives in closed form through
     the responsibilities r = softmax(a), a_k = log pi_k + log N(x; mu_k, sigma_k^2), which stay
     finite where the component densities underflow: with g_k = grad a_k and H_k = Hess a_k,
-        score = sum_k r_k g_k,   Hessian = sum_k r_k (H_k + g_k g_k^T) - score score^T.
+        score = sum_k r_k g_k,   Hessian = sum_k r_k (H_k + (g_k - score)(g_k - score)^T).
     d/dx of the Hessian (for L) is numerical (`Family.hessian_dx`). The maximiser is a local
     one (mixtures have several); it does not exist when a component can shrink onto a data atom.
 
@@ -80,8 +80,10 @@ class GaussianMixtureFamily(Family):
         pi, sig, z, r, _ = self._parts(x, theta)
         k = self.k
         g = self._grads(pi, sig, z)
-        s = np.einsum("nk,nkp->np", r, g)
-        h = np.einsum("nk,nkp,nkq->npq", r, g, g) - np.einsum("np,nq->npq", s, s)
+        # sum_k r_k g_k g_k^T - s s^T written as a covariance: in the tails, where one
+        # component takes all the responsibility, the two terms are ~x^4 and cancel.
+        c = g - np.einsum("nk,nkp->np", r, g)[:, None, :]
+        h = np.einsum("nk,nkp,nkq->npq", r, c, c)
         h[:, : k - 1, : k - 1] -= np.diag(pi[1:]) - np.outer(pi[1:], pi[1:])
         idx = np.arange(k)
         mu_i, rho_i = k - 1 + idx, 2 * k - 1 + idx

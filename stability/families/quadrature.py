@@ -77,7 +77,7 @@ def sinh_edges(lo: float, hi: float, center: float, scale: float, panels: int) -
     return edges
 
 
-def tanh_sinh_unit(level: int = 7, tiny: float = 1e-50):
+def tanh_sinh_unit(level: int = 7, tiny: float = 1e-30):
     """Tanh-sinh rule on (0, 1): nodes u, their complements 1 - u (exact), weights; (K,) each.
 
     The double-exponential clustering at 0 and 1 integrates endpoint singularities, which is
