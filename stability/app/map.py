@@ -262,21 +262,30 @@ def map_figure(rows: list[dict], family: str, data: str):
     ye = np.arange(len(levels) + 1) - 0.5
     mesh = ax.pcolormesh(xe, ye, rho, cmap="viridis", vmin=0, vmax=1.2, shading="flat")
     fig.colorbar(mesh, ax=ax, label="spectral radius of J G_lambda(theta*)")
-    ax.contour(lams, np.arange(len(levels)), norm, levels=[1.0], colors="orange", linewidths=2)
+    rows_y = np.arange(len(levels))
+    if len(levels) > 1:
+        lines = ax.contour(
+            lams, rows_y, rho, levels=[0.5, 0.9, 0.99], colors="white", linewidths=0.7
+        )
+        ax.clabel(lines, fontsize=7, fmt="%.2f")
     t1 = [r["lambda_theorem1"] or np.nan for r in first]
-    ax.plot(
-        t1, np.arange(len(levels)), "w--o", ms=4, label="Theorem 1: lambda (1 + L eps/alpha) = 1/2"
-    )
-    ax.plot([], [], color="orange", lw=2, label="||J||_2 = 1 (Euclidean contraction ends)")
+    ax.plot(t1, rows_y, "w--o", ms=4, label="Theorem 1: lambda (1 + L eps/alpha) = 1/2")
+    if np.any(norm >= 1) and len(levels) > 1:
+        ax.contour(lams, rows_y, norm, levels=[1.0], colors="orange", linewidths=2)
+        ax.plot([], [], color="orange", lw=2, label="||J||_2 = 1 (Euclidean contraction ends)")
+    if np.all(rho < 1):
+        ax.plot([], [], " ", label="spectral radius < 1 on the whole map")
     ax.set_xscale("log")
-    ax.set_yticks(range(len(levels)))
-    ax.set_yticklabels([f"eps={fmt(r['eps'])}" for r in first], fontsize=7)
+    ax.set_yticks(rows_y)
+    ax.set_yticklabels(
+        [f"eps={r['eps']:.3g}" if r["eps"] is not None else r["data"] for r in first], fontsize=7
+    )
     ax.set_xlabel("lambda")
-    ax.set_title(f"{family} on a path to {data}", fontsize=9)
+    ax.set_title(f"{family} on {data}", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
     colors = plt.cm.plasma(np.linspace(0, 0.85, len(levels)))
     for i, r in enumerate(first):
-        label = f"eps={fmt(r['eps'])}"
+        label = f"eps={r['eps']:.3g}" if r["eps"] is not None else r["data"]
         bx.semilogx(lams, rho[i], color=colors[i], label=label)
         bx.semilogx(lams, norm[i], color=colors[i], ls=":", lw=1)
         bound = np.array([by[(levels[i], lam)]["theorem1_bound"] or np.nan for lam in lams])

@@ -296,3 +296,28 @@ def test_family_checks_hold_and_a_wrong_hessian_makes_them_fail():
     bad = Operator(Wrong(0.0), make_data("t:df=5"))
     results, _ = run_family_checks(bad, mode="quick", names=["lemma-e1-eq76", "lemma-e1-eq77"])
     assert [r.verdict for r in results] == ["fails", "fails"]
+
+
+@pytest.mark.parametrize(
+    "family,data",
+    [
+        ("gmm:k=2", "0.3*norm:loc=-1,scale=0.5 + 0.7*laplace:loc=2"),
+        ("means-mixture:sigma=0.7", "0.7*norm:loc=-0.5,scale=0.6 + 0.3*norm:loc=1.5,scale=0.8"),
+        ("von-mises", "0.5*vonmises:kappa=4,loc=-1 + 0.5*vonmises:kappa=4,loc=1"),
+    ],
+)
+def test_jacobian_is_a_contraction_in_the_A_norm_for_every_lambda(family, data):
+    # J = (P + lam Q)^-1 lam Q with P = -A, Q = -B~ positive definite is self-adjoint for
+    # <u, v> = u^T P v, so its P-norm is its spectral radius lam mu_max / (1 + lam mu_max) < 1:
+    # at a strict maximum G_lambda^inf is a local contraction for every finite lambda, whatever
+    # eps, L and alpha. Measured on finite differences of the map itself.
+    op = _op(family, data)
+    evals, evecs = np.linalg.eigh(-op.A())
+    root = evecs @ np.diag(np.sqrt(evals)) @ evecs.T
+    for lam in (0.1, 3.0, 300.0):
+        jfd = op.jacobian_fd(lam)
+        rho = np.abs(np.linalg.eigvals(jfd)).max()
+        assert np.linalg.norm(root @ jfd @ np.linalg.inv(root), 2) == pytest.approx(rho, abs=1e-6)
+        assert rho < 1 and rho == pytest.approx(
+            lam * op.mu().max() / (1 + lam * op.mu().max()), abs=1e-6
+        )
