@@ -48,13 +48,13 @@ class GaussianMLE:
             self.cov = np.broadcast_to(self.fixed_cov, (x.shape[0], *self.fixed_cov.shape))
             return
         c = x - self.mu[:, None, :]
-        self.cov = np.einsum("rni,rnj->rij", c, c) / (x.shape[1] - self.ddof)
+        self.cov = np.matmul(c.transpose(0, 2, 1), c) / (x.shape[1] - self.ddof)
 
     def sample(self, k: int, rng) -> PointSet:
         r, d = self.mu.shape
         chol = np.linalg.cholesky(self.cov)
         z = rng.standard_normal((r, k, d))
-        return PointSet(self.mu[:, None, :] + np.einsum("rij,rkj->rki", chol, z))
+        return PointSet(self.mu[:, None, :] + np.matmul(z, chol.transpose(0, 2, 1)))
 
     def state(self) -> dict:
         return {"mu": self.mu, "cov": self.cov}
@@ -88,15 +88,15 @@ class LinearRegressionOLS:
 
     def fit(self, data: PointSet) -> None:
         x, y = data.x[:, :, :-1], data.x[:, :, -1]
-        gram = np.einsum("rni,rnj->rij", x, x)
-        self.w = np.linalg.solve(gram, np.einsum("rni,rn->ri", x, y)[:, :, None])[:, :, 0]
+        xt = x.transpose(0, 2, 1)
+        self.w = np.linalg.solve(np.matmul(xt, x), np.matmul(xt, y[:, :, None]))[:, :, 0]
         if self.design is None:
             self.design = x
 
     def sample(self, k: int, rng) -> PointSet:
         r, d = self.w.shape
         x = self.design[:, :k] if self.fixed_design else rng.standard_normal((r, k, d))
-        y = np.einsum("rki,ri->rk", x, self.w) + self.sigma * rng.standard_normal((r, k))
+        y = np.matmul(x, self.w[:, :, None])[:, :, 0] + self.sigma * rng.standard_normal((r, k))
         return PointSet(np.concatenate([x, y[:, :, None]], axis=2))
 
     def state(self) -> dict:
