@@ -7,8 +7,9 @@ measure with the published closed form or bound, with confidence intervals from 
 runs (Bonferroni over the comparisons of a check). The closed forms are computed here from
 their definitions (gamma functions, a Markov chain), not with the toolkit's own formulas.
 
-Every check function takes the model class as an argument (``model=``), so that a test can
-hand it a mutated model and see the verdict change.
+Every check function takes the model class as an argument (``model=``; the models are in
+`stability.collapse_models`), so that a test can hand it a mutated model and see the verdict
+change.
 """
 
 from __future__ import annotations
@@ -19,116 +20,13 @@ import numpy as np
 from scipy import special, stats
 
 from stability.checks import register
+from stability.collapse_models import BernoulliMLE, GaussianMLE, LinearRegressionOLS, WeightedMean
 from stability.loop import PointSet, Policy, retrain
 from stability.stats import Interval, binomial_interval, mean_interval
 
 GROUP = "literature"
 LEVEL = 0.99
 GOLDEN = (1 + math.sqrt(5)) / 2
-
-
-# ----------------------------------------------------------------------------------------------
-# the models the results are about (protocol of stability.loop: fit / sample / state)
-
-
-class GaussianMLE:
-    """N(mu, Sigma) refit by the sample mean and covariance with divisor N - ddof, per run.
-
-    Data: PointSet x (R, N, d). ``cov`` fixed (not refit) gives the known-covariance model.
-    """
-
-    def __init__(self, ddof: int = 1, cov=None):
-        self.ddof = ddof
-        self.fixed_cov = None if cov is None else np.asarray(cov, dtype=float)
-
-    def fit(self, data: PointSet) -> None:
-        x = data.x
-        self.mu = x.mean(axis=1)
-        if self.fixed_cov is not None:
-            self.cov = np.broadcast_to(self.fixed_cov, (x.shape[0], *self.fixed_cov.shape))
-            return
-        c = x - self.mu[:, None, :]
-        self.cov = np.matmul(c.transpose(0, 2, 1), c) / (x.shape[1] - self.ddof)
-
-    def sample(self, k: int, rng) -> PointSet:
-        r, d = self.mu.shape
-        chol = np.linalg.cholesky(self.cov)
-        z = rng.standard_normal((r, k, d))
-        return PointSet(self.mu[:, None, :] + np.matmul(z, chol.transpose(0, 2, 1)))
-
-    def state(self) -> dict:
-        return {"mu": self.mu, "cov": self.cov}
-
-
-class BernoulliMLE:
-    """P(x = 1) refit by the empirical frequency, per run. Data: PointSet of 0/1, (R, N, 1)."""
-
-    def fit(self, data: PointSet) -> None:
-        self.p = data.x[:, :, 0].mean(axis=1)
-
-    def sample(self, k: int, rng) -> PointSet:
-        return PointSet((rng.random((self.p.size, k, 1)) < self.p[:, None, None]).astype(float))
-
-    def state(self) -> dict:
-        return {"p": self.p}
-
-
-class LinearRegressionOLS:
-    """y = x^T w + sigma noise, w refit by least squares; data PointSet (R, N, d + 1) = (x, y).
-
-    sample(k) labels k design points with the fitted w and fresh noise: new Gaussian designs
-    (``fixed_design=False``, Dohmatob et al.) or the first rows of the design of the first fit
-    (``fixed_design=True``, Gerstgrasser et al.).
-    """
-
-    def __init__(self, sigma: float = 1.0, fixed_design: bool = False):
-        self.sigma = sigma
-        self.fixed_design = fixed_design
-        self.design = None
-
-    def fit(self, data: PointSet) -> None:
-        x, y = data.x[:, :, :-1], data.x[:, :, -1]
-        xt = x.transpose(0, 2, 1)
-        self.w = np.linalg.solve(np.matmul(xt, x), np.matmul(xt, y[:, :, None]))[:, :, 0]
-        if self.design is None:
-            self.design = x
-
-    def sample(self, k: int, rng) -> PointSet:
-        r, d = self.w.shape
-        x = self.design[:, :k] if self.fixed_design else rng.standard_normal((r, k, d))
-        y = np.matmul(x, self.w[:, :, None])[:, :, 0] + self.sigma * rng.standard_normal((r, k))
-        return PointSet(np.concatenate([x, y[:, :, None]], axis=2))
-
-    def state(self) -> dict:
-        return {"w": self.w}
-
-
-class WeightedMean:
-    """He et al.'s weighted estimator of a Gaussian mean with known sigma.
-
-    Data: PointSet (R, N, 2) of (value, 1 for real / 0 for synthetic). The fit is
-    w * mean(real) + (1 - w) * mean(synthetic) (the real mean alone when there is no synthetic
-    point, at t = 0); samples are N(mu, sigma^2), tagged synthetic.
-    """
-
-    def __init__(self, weight: float, sigma: float = 1.0):
-        self.weight = weight
-        self.sigma = sigma
-
-    def fit(self, data: PointSet) -> None:
-        v, real = data.x[:, :, 0], data.x[:, :, 1]
-        n_real, n_syn = real.sum(axis=1), (1 - real).sum(axis=1)
-        m_real = (v * real).sum(axis=1) / n_real
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m_syn = (v * (1 - real)).sum(axis=1) / n_syn
-        self.mu = np.where(n_syn > 0, self.weight * m_real + (1 - self.weight) * m_syn, m_real)
-
-    def sample(self, k: int, rng) -> PointSet:
-        v = self.mu[:, None] + self.sigma * rng.standard_normal((self.mu.size, k))
-        return PointSet(np.stack([v, np.zeros_like(v)], axis=2))
-
-    def state(self) -> dict:
-        return {"mu": self.mu}
 
 
 def _track(key: str, fn=None):
@@ -226,39 +124,44 @@ def check_gaussian_collapse(ctx):
 # 2. accumulating data (Gerstgrasser et al. 2024; Dey and Donoho 2024)
 
 
-def accumulate_bound(ctx, model=GaussianMLE, regression=LinearRegressionOLS) -> dict:
+def accumulate_errors(ctx, model, regression, steps: int, n: int = 20) -> dict:
+    """Scaled errors (R, steps + 1) of the three accumulating models, each by retrain.
+
+    Gaussian mean in R^2 with the covariance refit (MLE) and known: n ||mu_t - mu||^2 / d;
+    least squares on a fixed design in R^3: ||w_t - w*||^2 (n - d - 1) / d (sigma = 1).
+    """
     rng = ctx.rng("lit-accumulate")
-    runs, steps = ctx.size(2000, 5000, 20000), 12
-    d, n = 2, 20
-    harmonic = np.cumsum(1.0 / np.arange(1, steps + 2) ** 2)  # sum_{k<=t+1} 1/k^2
-    bound = math.pi**2 / 6
+    runs, d = ctx.size(2000, 5000, 20000), 2
     rows = {}
-    # (a) Gaussian mean, covariance refit (MLE) and known: n E||mu_t - mu||^2 / tr(Sigma).
     for label, fitted in (("mle", model(ddof=0)), ("known-cov", model(cov=np.eye(d)))):
         real = PointSet(rng.standard_normal((runs, n, d)))
         rec, mus = _track("mu", lambda m: (m**2).sum(axis=1) * n / d)
         retrain(fitted, real, Policy("accumulate", 1.0), steps, rng, on_iteration=rec)
         rows[label] = np.stack(mus, axis=1)
-    # (b) linear regression on a fixed design: E||w_t - w*||^2 (n - d - 1) / (d sigma^2).
-    dr, nr = 3, 20
-    x = rng.standard_normal((runs, nr, dr))
+    dr = 3
+    x = rng.standard_normal((runs, n, dr))
     w_star = np.ones(dr)
-    y = x @ w_star + rng.standard_normal((runs, nr))
-    rec, ws = _track("w", lambda w: ((w - w_star) ** 2).sum(axis=1) * (nr - dr - 1) / dr)
-    retrain(
-        regression(fixed_design=True),
-        PointSet(np.concatenate([x, y[:, :, None]], 2)),
-        Policy("accumulate", 1.0),
-        steps,
-        rng,
-        on_iteration=rec,
-    )
+    y = x @ w_star + rng.standard_normal((runs, n))
+    rec, ws = _track("w", lambda w: ((w - w_star) ** 2).sum(axis=1) * (n - dr - 1) / dr)
+    real = PointSet(np.concatenate([x, y[:, :, None]], 2))
+    policy = Policy("accumulate", 1.0)
+    retrain(regression(fixed_design=True), real, policy, steps, rng, on_iteration=rec)
     rows["regression"] = np.stack(ws, axis=1)
+    return rows
+
+
+def accumulate_bound(ctx, model=GaussianMLE, regression=LinearRegressionOLS) -> dict:
+    steps, n = 12, 20
+    rows = accumulate_errors(ctx, model, regression, steps, n)
+    runs = rows["mle"].shape[0]
+    harmonic = np.cumsum(1.0 / np.arange(1, steps + 2) ** 2)  # sum_{k<=t+1} 1/k^2
+    bound = math.pi**2 / 6
+    comparisons = 3 * (steps + 1)
     checks = []
     for label in ("known-cov", "regression"):  # exact: sum_{k=1}^{t+1} 1/k^2
-        intervals, bad = _compare(rows[label], harmonic, 2 * (steps + 1) + steps + 1)
+        intervals, bad = _compare(rows[label], harmonic, comparisons)
         checks.append((label, intervals, bad))
-    upper = [mean_interval(rows["mle"][:, t], LEVEL, steps + 1) for t in range(steps + 1)]
+    upper = [mean_interval(rows["mle"][:, t], LEVEL, comparisons) for t in range(steps + 1)]
     over = [t for t, ci in enumerate(upper) if ci.lo > bound]
     fails = bool(over) or any(bad for _, _, bad in checks)
     worst = max(ci.estimate for ci in upper)
@@ -278,7 +181,6 @@ def accumulate_bound(ctx, model=GaussianMLE, regression=LinearRegressionOLS) -> 
             f"forms off at {[(lab, bad) for lab, _, bad in checks if bad]}"
         ),
         details=dict(
-            d=d,
             n=n,
             runs=runs,
             steps=steps,
@@ -527,41 +429,39 @@ def golden_weight(lam: float) -> float:
     return (math.sqrt(k * k + 4 * k) - k) / 2
 
 
+def stationary_errors(ctx, model, weights, lam: float, n: int, sigma: float) -> np.ndarray:
+    """Per-run mean of (mu_t - mu*)^2 over t in [30, 60] (past the transient (1 - w)^30), one
+    column per weight: shape (R, len(weights)), each column from its own retrain."""
+    runs, steps = ctx.size(2000, 5000, 20000), 60
+    rng = ctx.rng("lit-golden-ratio")
+
+    def fresh(m, g):
+        return PointSet(np.stack([sigma * g.standard_normal((runs, m)), np.ones((runs, m))], 2))
+
+    measured = []
+    for w in weights:
+        rec, mus = _track("mu", lambda mu: mu**2)
+        policy = Policy("fresh", lam)
+        retrain(model(w, sigma), fresh(n, rng), policy, steps, rng, rec, fresh_source=fresh)
+        measured.append(np.stack(mus, axis=1)[:, steps // 2 :].mean(axis=1))
+    return np.stack(measured, axis=1)
+
+
 def golden_ratio(ctx, model=WeightedMean) -> dict:
     from scipy.optimize import minimize_scalar
 
     n, k, sigma = 20, 1.0, 1.0  # k = lam: synthetic points per real one
-    runs, steps = ctx.size(2000, 5000, 20000), 60
     w_opt = golden_weight(k)
-    numeric = float(
-        minimize_scalar(
-            lambda w: float(stationary_mse(w, k, n, sigma)),
-            bounds=(1e-6, 1),
-            method="bounded",
-            options={"xatol": 1e-10},
-        ).x
-    )
+    numeric = minimize_scalar(
+        lambda w: float(stationary_mse(w, k, n, sigma)),
+        bounds=(1e-6, 1),
+        method="bounded",
+        options={"xatol": 1e-10},
+    ).x
+    numeric = float(numeric)
     weights = (w_opt, 1 / (1 + k), 0.9)
-    rng = ctx.rng("lit-golden-ratio")
-    measured = []
-    for w in weights:
-
-        def fresh(m, g, runs=runs):
-            return PointSet(np.stack([sigma * g.standard_normal((runs, m)), np.ones((runs, m))], 2))
-
-        rec, mus = _track("mu", lambda mu: mu**2)
-        retrain(
-            model(w, sigma),
-            fresh(n, rng),
-            Policy("fresh", k),
-            steps,
-            rng,
-            on_iteration=rec,
-            fresh_source=fresh,
-        )
-        err = np.stack(mus, axis=1)
-        measured.append(err[:, steps // 2 :].mean(axis=1))  # past the transient (1 - w)^30
-    samples = np.stack(measured, axis=1)
+    measured = stationary_errors(ctx, model, weights, k, n, sigma)
+    samples = measured
     expected = stationary_mse(np.array(weights), k, n, sigma)
     intervals, bad = _compare(samples, expected, len(weights) + 1)
     gain = mean_interval(samples[:, 1] - samples[:, 0], LEVEL, len(weights) + 1)

@@ -7,6 +7,7 @@ remembers, the noise of its samples, the estimator); the check must notice.
 import numpy as np
 import pytest
 
+from stability import collapse_models as M
 from stability.checks import Context, resolve
 from stability.checks import literature as L
 from stability.loop import PointSet
@@ -14,28 +15,28 @@ from stability.loop import PointSet
 QUICK = Context(mode="quick", seed=0)
 
 
-class BiasedVariance(L.GaussianMLE):
+class BiasedVariance(M.GaussianMLE):
     """Divides the scatter by N instead of N - 1."""
 
     def __init__(self, ddof=1, cov=None):
         super().__init__(ddof=0, cov=cov)
 
 
-class Forgetful(L.GaussianMLE):
+class Forgetful(M.GaussianMLE):
     """Refits on the newest n points only: accumulation degenerates to replacement."""
 
     def fit(self, data):
         super().fit(PointSet(data.x[:, -20:]))
 
 
-class Noiseless(L.LinearRegressionOLS):
+class Noiseless(M.LinearRegressionOLS):
     """Labels its samples without noise."""
 
     def __init__(self, sigma=1.0, fixed_design=False):
         super().__init__(sigma=0.0, fixed_design=fixed_design)
 
 
-class AddOne(L.BernoulliMLE):
+class AddOne(M.BernoulliMLE):
     """Laplace's add-one estimator: a symbol is never lost."""
 
     def fit(self, data):
@@ -43,7 +44,7 @@ class AddOne(L.BernoulliMLE):
         self.p = (x.sum(axis=1) + 1) / (x.shape[1] + 2)
 
 
-class Inflated(L.GaussianMLE):
+class Inflated(M.GaussianMLE):
     """Samples with 1.3 times the fitted variance."""
 
     def sample(self, k, rng):
@@ -51,7 +52,7 @@ class Inflated(L.GaussianMLE):
         return PointSet(self.mu[:, None, :] + np.sqrt(1.3 * self.cov[:, :1, :1]) * z)
 
 
-class Swapped(L.WeightedMean):
+class Swapped(M.WeightedMean):
     """Puts the weight on the synthetic mean instead of the real one."""
 
     def __init__(self, weight, sigma=1.0):
