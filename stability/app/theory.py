@@ -12,6 +12,7 @@ checks of `stability.family_checks` on that pair.
 from __future__ import annotations
 
 import json
+import math
 
 from stability.app.formatting import fmt, text_table
 from stability.errors import UsageError
@@ -53,7 +54,9 @@ def add_theory_commands(sub) -> None:
 
 
 def _model_names() -> list[str]:
-    return ["gaussian-2d", "gaussian-1d", "student-t", "mixture", "mixture-near"]
+    from stability.families import default_settings
+
+    return [name for name, _, _ in default_settings()]
 
 
 def build_operator(model: str | None, family: str | None, data: str | None):
@@ -161,7 +164,7 @@ def _report(args, op, s, rows) -> dict:
 
 
 def _pm(value, se) -> str:
-    if se is None:
+    if se is None or not math.isfinite(float(value)) or not math.isfinite(float(se)):
         return fmt(value)
     return f"{fmt(value)} +- {fmt(float(se))}"
 
