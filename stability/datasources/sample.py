@@ -72,11 +72,12 @@ class SampleData(DataSource):
     def cdf(self, x):
         if self.dim != 1:
             raise UsageError("the CDF of a sample is defined for 1D data only")
-        order = self.__dict__.get("_order")
-        if order is None:
-            order = self.__dict__["_order"] = np.argsort(self.points[:, 0], kind="stable")
-        xs = self.points[order, 0]
-        cum = np.concatenate([[0.0], np.cumsum(self.weights[order])])
+        table = self.__dict__.get("_cdf_table")
+        if table is None:
+            order = np.argsort(self.points[:, 0], kind="stable")
+            cum = np.concatenate([[0.0], np.cumsum(self.weights[order])])
+            table = self.__dict__["_cdf_table"] = (self.points[order, 0], cum)
+        xs, cum = table
         return cum[np.searchsorted(xs, np.asarray(x, dtype=float), side="right")]
 
     def jumps(self):
