@@ -63,7 +63,9 @@ def add_map(sub) -> None:
         help="'contamination' (default: (1-w) p_theta0 + w D) or a data template with {} "
         "(e.g. 't:df={}') filled with --eps-values",
     )
-    p.add_argument("--eps-values", nargs="+", help="values for a template --eps-family")
+    p.add_argument(
+        "--eps-values", nargs="+", help="values (numbers or words) for a template --eps-family"
+    )
     p.add_argument("--eps-steps", type=int, default=6, help="contamination weights w (default 6)")
     p.add_argument("--out", required=True, help="folder for map.csv, figures/map.png, config.json")
     p.add_argument("--json", action="store_true", help="print the per-level summary as JSON")
@@ -118,7 +120,7 @@ def path_levels(args, family) -> list[tuple[str, float, object]]:
         try:
             value = float(v)
         except ValueError:
-            raise UsageError(f"--eps-values must be numbers, got {v!r}") from None
+            value = math.nan  # a word (e.g. a file name), kept as the level's label
         spec = args.eps_family.replace("{}", v)
         levels.append((spec, value, make_data(spec)))
     if args.data is not None:
