@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stability.errors import UsageError, check_lam
-from stability.families import w1_1d
+from stability.families.quadrature import w1_circle, w1_integers, w1_line, wrapped_cdf
 from stability.loop import synthetic_count
 
 
 class NotConverged(RuntimeError):
     """Newton's method did not reach the requested gradient tolerance."""
+
+
+class EpsNotComputable(UsageError):
+    """eps = W1(p_theta*, p_data) is not computed for this (family, data) pair."""
 
 
 def maximise(
@@ -81,8 +85,9 @@ class Operator:
 
     Parameters
     ----------
-    family : a family from stability.families
-    data : a data distribution from stability.families
+    family : a family (`stability.families.Family` or an object with the same methods)
+    data : a data source (`stability.datasources` protocol)
+    name : str, a label
     """
 
     family: object
@@ -92,12 +97,50 @@ class Operator:
 
     # ---- the maps -------------------------------------------------------------------------
     def theta_star(self) -> np.ndarray:
-        """theta* = argmax E_data[log p_theta] (eq 7), shape (p,)."""
+        """theta* = argmax E_data[log p_theta] (eq 7), shape (p,).
+
+        Raises UsageError (bad input, found before anything is written) when the data are
+        outside the family's support, when the maximisation does not converge (no maximiser:
+        the likelihood is unbounded or its supremum is at the boundary), or when the point
+        reached is not a strict local maximum (A not negative definite).
+        """
         if "theta_star" not in self._cache:
             x, w = self.data.nodes()
-            start = self.family.initial_guess(self.data)
-            self._cache["theta_star"] = maximise(self.family, start, x, w, tol=1e-13)
+            x = np.asarray(x, dtype=float)
+            if not np.all(np.isfinite(x)) or not np.all(np.isfinite(w)):
+                raise UsageError(f"the data {self.data_name} hold non-finite values")
+            if getattr(self.family, "discrete", False) and not getattr(
+                self.data, "discrete", False
+            ):
+                raise UsageError(
+                    f"family {self.family.name} is discrete: give discrete data (a scipy discrete "
+                    "distribution such as poisson:mu=3 or bernoulli:p=0.3, or integer samples)"
+                )
+            if hasattr(self.family, "check_data"):
+                self.family.check_data(x, w)
+            start = np.asarray(self.family.initial_guess(self.data), dtype=float)
+            try:
+                theta = maximise(self.family, start, x, w, tol=1e-13)
+            except NotConverged as exc:
+                raise UsageError(
+                    f"no maximiser of E_data[log p_theta] for {self.family.name} on "
+                    f"{self.data_name}: Newton's method from {np.round(start, 4).tolist()} "
+                    f"did not converge ({exc})"
+                ) from None
+            self._cache["theta_star"] = theta
+            top = float(np.linalg.eigvalsh(0.5 * (self.A() + self.A().T))[-1])
+            if not top < 0:
+                del self._cache["theta_star"]
+                raise UsageError(
+                    f"theta* = {np.round(theta, 6).tolist()} is not a strict maximum of "
+                    f"E_data[log p_theta] for {self.family.name} on {self.data_name} (largest "
+                    f"eigenvalue of A = {top:.3g}): Assumption 2 fails"
+                )
         return self._cache["theta_star"]
+
+    @property
+    def data_name(self) -> str:
+        return str(getattr(self.data, "name", "the data"))
 
     def g_inf(self, theta: np.ndarray, lam: float, start: np.ndarray | None = None) -> np.ndarray:
         """G_lambda^inf(theta) of eq (9): local maximiser reached from `start` (default theta)."""
@@ -197,20 +240,81 @@ class Operator:
         return self._cache["L"]
 
     def eps(self) -> float:
-        """eps = W1(p_theta*, p_data) (eq 8); 0 when the family contains p_data (Gaussian data)."""
+        """eps = W1(p_theta*, p_data) (eq 8); 0 when the family contains p_data (Gaussian data).
+
+        In 1D from the two CDFs: on the line, on the integers (discrete families) or on the
+        circle (circular families). Raises EpsNotComputable (a UsageError) otherwise.
+        """
         if "eps" not in self._cache:
-            if getattr(self.data, "name", "") == "gaussian" and hasattr(self.family, "split"):
-                eps = 0.0  # well-specified: p_theta* = p_data exactly
-            elif self.family.dim == 1:
-                ts = self.theta_star()
-                x, _ = self.data.nodes()
-                lo, hi = float(x.min()) - 50, float(x.max()) + 50
-                eps = w1_1d(lambda t: self.family.cdf(t, ts), self.data.cdf, lo, hi)
-                eps += _tail_w1(self.family, ts, lo, hi)
-            else:
-                raise UsageError("eps is computed for 1D misspecified or Gaussian well-specified")
-            self._cache["eps"] = float(eps)
+            self._cache["eps"] = float(self._eps())
         return self._cache["eps"]
+
+    def eps_or_none(self) -> float | None:
+        """eps, or None where it is not computed (multivariate misspecified data)."""
+        try:
+            return self.eps()
+        except EpsNotComputable:
+            return None
+
+    def _eps(self) -> float:
+        from stability.families.data import GaussianData
+        from stability.families.gaussian import GaussianFamily
+
+        fam, data = self.family, self.data
+        if isinstance(fam, GaussianFamily) and isinstance(data, GaussianData):
+            return 0.0  # well-specified: p_theta* = p_data exactly
+        if getattr(fam, "dim", 1) != 1 or getattr(data, "dim", 1) != 1:
+            raise EpsNotComputable(
+                "eps is computed for 1D data (or Gaussian data fitted by the Gaussian family)"
+            )
+        ts = self.theta_star()
+        if not getattr(data, "has_mean", lambda: True)():
+            return math.inf  # E|x| = inf under p_data: W1 to a model with a mean is infinite
+        try:
+            fam.cdf(np.array([0.0]), ts)
+            data.cdf(np.array([0.0]))
+        except NotImplementedError as exc:
+            raise EpsNotComputable(f"eps needs both CDFs: {exc}") from None
+        xd, wd = data.nodes()
+        xm, wm = fam.nodes(ts)
+        lo = float(min(_bulk(xd, wd)[0], _bulk(xm, wm)[0]))
+        hi = float(max(_bulk(xd, wd)[1], _bulk(xm, wm)[1]))
+        if getattr(fam, "discrete", False):
+            return w1_integers(
+                lambda k: fam.cdf(k, ts), data.cdf, math.floor(lo) - 1, math.ceil(hi) + 1
+            )
+        if getattr(fam, "circular", False):
+            start = float(ts[0]) - math.pi
+            return w1_circle(
+                wrapped_cdf(lambda t: fam.cdf(t, ts), start), wrapped_cdf(data.cdf, start), start
+            )
+        jumps = data.jumps() if hasattr(data, "jumps") else None
+        q1, med, q3 = _quantiles(xd, wd, (0.25, 0.5, 0.75))
+        scale = max(q3 - q1, 1e-9 * max(1.0, abs(med))) / 20
+        return w1_line(lambda t: fam.cdf(t, ts), data.cdf, lo, hi, jumps, med, scale)
+
+    # ---- the spectrum of the Jacobian at theta* (Lemma E.1 with B~) ----------------------------
+    def B_tilde(self) -> np.ndarray:
+        """B~ = Hessian in theta' of H_2 at (theta*, theta*) = E_theta*[Hessian], (p, p).
+
+        The matrix that makes eq (78) true (Lemma E.1 prints the mixed derivative instead).
+        """
+        return self.H22()
+
+    def mu(self) -> np.ndarray:
+        """Eigenvalues of A^-1 B~, shape (p,), sorted by real part.
+
+        At a strict maximum with positive definite Fisher information they are real and > 0
+        (A^-1 B~ is similar to the symmetric positive definite (-A)^-1/2 (-B~) (-A)^-1/2).
+        """
+        vals = np.linalg.eigvals(np.linalg.solve(self.A(), self.B_tilde()))
+        vals = vals[np.argsort(vals.real)]
+        return vals.real if np.allclose(vals.imag, 0, atol=1e-12) else vals
+
+    def jacobian_eigenvalues(self, lam: float) -> np.ndarray:
+        """Eigenvalues of J G_lambda(theta*) = (I + lam M)^-1 lam M: lam mu / (1 + lam mu)."""
+        mu = self.mu()
+        return lam * mu / (1 + lam * mu)
 
     def theorem1_bound(self, lam: float) -> float:
         """Right-hand side of eq (11): lam (alpha + eps L) / (alpha - lam (alpha + eps L))."""
@@ -234,13 +338,19 @@ class Operator:
         return float(min(neg)) if neg else math.inf
 
 
-def _tail_w1(family, theta, lo: float, hi: float) -> float:
-    """W1 contribution of the family's tails beyond [lo, hi] where the data CDF is 0 or 1."""
-    from scipy import integrate
+def _quantiles(x: np.ndarray, w: np.ndarray, qs) -> list[float]:
+    """Weighted quantiles of 1D nodes x (N, 1) with weights w (N,)."""
+    xs = np.asarray(x, dtype=float).reshape(-1)
+    order = np.argsort(xs)
+    cum = np.cumsum(np.asarray(w)[order])
+    cum /= cum[-1]
+    return [float(xs[order][min(np.searchsorted(cum, q), xs.size - 1)]) for q in qs]
 
-    left, _ = integrate.quad(lambda t: float(family.cdf(t, theta)), -np.inf, lo)
-    right, _ = integrate.quad(lambda t: 1.0 - float(family.cdf(t, theta)), hi, np.inf)
-    return left + right
+
+def _bulk(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Range of the 1D nodes x (N, 1) that carry weight (N,) above 1e-18 of the largest."""
+    keep = np.asarray(x, dtype=float).reshape(-1)[np.asarray(w) > 1e-18 * np.max(w)]
+    return float(keep.min()), float(keep.max())
 
 
 def default_operators() -> list[Operator]:

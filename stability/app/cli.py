@@ -14,7 +14,9 @@ import os
 import sys
 
 from stability.app.formatting import fmt, text_table
+from stability.app.map import add_map
 from stability.app.parser import ArgParser
+from stability.app.theory import add_theory_commands
 from stability.errors import RunError, UsageError
 
 
@@ -37,19 +39,6 @@ def _add_alpha(sub):
     p.add_argument("--json", action="store_true")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo estimate (D > 3)")
     p.set_defaults(func=cmd_alpha)
-
-
-def _add_jacobian(sub):
-    from stability.families import default_settings
-
-    names = [name for name, _, _ in default_settings()]
-    p = sub.add_parser(
-        "jacobian", help="Jacobian of G_lambda at theta* three ways, Theorem 1 bound"
-    )
-    p.add_argument("--model", required=True, help=f"one of: {', '.join(names)}")
-    p.add_argument("--lam", required=True, nargs="+", help="lambda value(s) >= 0 (finite)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_jacobian)
 
 
 def _add_simulate(sub):
@@ -151,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=ArgParser)
     _add_check(sub)
     _add_alpha(sub)
-    _add_jacobian(sub)
+    add_theory_commands(sub)  # jacobian, and --family/--data for check
+    add_map(sub)
     _add_simulate(sub)
     _add_deep(sub)
     _add_reproduce(sub)
@@ -277,98 +267,6 @@ def cmd_alpha(args) -> int:
         if d > 1:
             se = f" +- {out['alpha_d_se']:.1e}" if "alpha_d_se" in out else ""
             print(f"alpha_{d}({n}) = {out['alpha_d']:.12g}{se}   [{out['alpha_d_method']}]")
-    return 0
-
-
-def cmd_jacobian(args) -> int:
-    import numpy as np
-
-    from stability.errors import check_lam
-    from stability.families import default_settings
-    from stability.operator import Operator
-
-    settings = {name: (fam, data) for name, fam, data in default_settings()}
-    if args.model not in settings:
-        raise UsageError(f"unknown model {args.model!r}; choose one of {', '.join(settings)}")
-    lams = [check_lam(v, allow_inf=False) for v in args.lam]
-    fam, data = settings[args.model]
-    op = Operator(fam, data, args.model)
-    rows = []
-    for lam in lams:
-        jfd = op.jacobian_fd(lam)
-        jim = op.jacobian_implicit(lam)
-        jh = op.jacobian_formula(lam, "hessian")
-        jm = op.jacobian_formula(lam, "mixed")
-        rows.append(
-            dict(
-                lam=lam,
-                norm_fd=float(np.linalg.norm(jfd, 2)),
-                norm_implicit=float(np.linalg.norm(jim, 2)),
-                norm_formula78_B_hessian=float(np.linalg.norm(jh, 2)),
-                norm_formula78_B_as_defined=float(np.linalg.norm(jm, 2)),
-                spectral_radius=float(np.max(np.abs(np.linalg.eigvals(jfd)))),
-                eigenvalues=sorted(np.linalg.eigvals(jfd).real.tolist()),
-                max_diff_implicit_vs_fd=float(np.abs(jim - jfd).max()),
-                max_diff_formula_vs_fd=float(np.abs(jh - jfd).max()),
-                theorem1_condition=bool(lam * (1 + op.lipschitz() * op.eps() / op.alpha()) < 0.5),
-                theorem1_bound=op.theorem1_bound(lam),
-                jacobian=jfd.tolist(),
-            )
-        )
-    out = dict(
-        model=args.model,
-        family=fam.describe(),
-        data=data.describe(),
-        theta_star=op.theta_star().tolist(),
-        alpha=op.alpha(),
-        L=op.lipschitz(),
-        eps=op.eps(),
-        lambda_max_theorem1=op.theorem1_lambda_max(),
-        lambda_max_spectral=op.spectral_lambda_max(),
-        rows=rows,
-    )
-    if args.json:
-        from stability.runs.jsonsafe import jsonable
-
-        print(json.dumps(jsonable(out), indent=2))
-        return 0
-    print(f"model {args.model}: {out['family']}\n  data: {out['data']}")
-    print(
-        f"  theta* = {np.round(op.theta_star(), 6).tolist()}   alpha = {fmt(out['alpha'])}   "
-        f"L = {fmt(out['L'])}   eps = W1 = {fmt(out['eps'])}"
-    )
-    print(
-        f"  Theorem 1 allows lambda < {fmt(out['lambda_max_theorem1'])}; spectral radius < 1 for "
-        f"lambda < {fmt(out['lambda_max_spectral'])}\n"
-    )
-    table = [
-        [
-            fmt(r["lam"]),
-            fmt(r["norm_fd"]),
-            fmt(r["norm_implicit"]),
-            fmt(r["norm_formula78_B_hessian"]),
-            fmt(r["norm_formula78_B_as_defined"]),
-            fmt(r["spectral_radius"]),
-            "yes" if r["theorem1_condition"] else "no",
-            fmt(r["theorem1_bound"]),
-        ]
-        for r in rows
-    ]
-    print(
-        text_table(
-            table,
-            [
-                "lambda",
-                "||J|| fd",
-                "implicit(76)",
-                "(78) B=H2''",
-                "(78) B as printed",
-                "rho(J)",
-                "condition",
-                "bound (11)",
-            ],
-        )
-    )
     return 0
 
 

@@ -88,10 +88,10 @@ def register(name: str, claim: str, reference: str, group: str):
 
 def _load_all() -> None:
     # Importing the modules registers their checks, in the order of the paper.
-    from stability.checks import operator_checks, prop1, prop2, theorem2  # noqa: F401
+    from stability.checks import literature, operator_checks, prop1, prop2, theorem2  # noqa: F401
 
 
-GROUP_ORDER = ("prop1", "prop2", "operator", "theorem1", "theorem2")
+GROUP_ORDER = ("prop1", "prop2", "operator", "theorem1", "theorem2", "literature")
 
 
 def all_checks() -> list[CheckSpec]:

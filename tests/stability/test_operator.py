@@ -15,9 +15,9 @@ from stability.families import (
     GaussianMixture1D,
     MeansMixtureFamily,
     StudentTFamily,
-    _SympyFamily1D,
     w1_1d,
 )
+from stability.families.symbolic import stack_lambdified
 from stability.operator import Operator, default_operators, maximise
 
 
@@ -77,7 +77,7 @@ def test_mixture_closed_form_derivatives_match_sympy():
     fam = MeansMixtureFamily(0.7)
     theta = np.array([-0.3, 1.2])
     x = np.linspace(-4, 5, 50)
-    compiled = _SympyFamily1D._compiled.func(fam)
+    compiled = fam.symbolic_functions
     assert np.allclose(
         np.broadcast_to(compiled[0](x, *theta), x.shape), fam.logpdf(x, theta), atol=1e-12
     )
@@ -87,7 +87,7 @@ def test_mixture_closed_form_derivatives_match_sympy():
         (3, fam.hessian_dx, (2, 2)),
     ]:
         assert np.allclose(
-            _SympyFamily1D._stack(compiled[i](x, *theta), x.size, shape), fn(x, theta), atol=1e-11
+            stack_lambdified(compiled[i](x, *theta), x.size, shape), fn(x, theta), atol=1e-11
         )
 
 
@@ -187,3 +187,137 @@ def test_custom_operator_from_user_parts():
     # Gaussian fit of a symmetric mixture: mean 0, variance 0.25 + 1, theta = (0, 1/1.25).
     assert np.allclose(op.theta_star(), [0.0, 1 / 1.25], atol=1e-10)
     assert op.eps() > 0
+
+
+# ---- any family and data ------------------------------------------------------------------------
+
+
+def _op(family, data):
+    from stability.datasources import make_data
+    from stability.families import make_family
+
+    return Operator(make_family(family), make_data(data), f"{family} on {data}")
+
+
+@pytest.mark.parametrize(
+    "family,data,message",
+    [
+        ("exponential", "norm", "x < 0"),
+        ("poisson", "norm:loc=3", "discrete"),
+        ("poisson", "binom:n=3,p=0.5,loc=-1", "integer"),
+        ("bernoulli", "bernoulli:p=0", "never occur"),
+        ("categorical:k=3", "bernoulli:p=0.4", "never occur"),
+        ("von-mises", "uniform:loc=-3.141592653589793,scale=6.283185307179586", "mean direction"),
+        ("student-t", "norm:scale=1e-300", "single point|maximiser|strict"),
+    ],
+)
+def test_no_maximiser_or_wrong_support_is_a_usage_error(family, data, message):
+    from stability.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        _op(family, data).theta_star()
+
+
+def test_non_finite_data_is_a_usage_error():
+    from stability.datasources import SampleData
+    from stability.errors import UsageError
+
+    data = SampleData(np.array([0.1, 0.5, 0.9]))
+    data.points = np.array([[0.1], [np.nan], [0.9]])
+    with pytest.raises(UsageError, match="non-finite"):
+        Operator(StudentTFamily(4.0), data).theta_star()
+
+
+def test_eps_on_the_integers_equals_the_sum_of_cdf_gaps():
+    op = _op("poisson", "nbinom:n=3,p=0.4")
+    r = op.theta_star()[0]
+    assert r == pytest.approx(4.5, abs=1e-10)  # the MLE of a Poisson rate is the mean
+    k = np.arange(0, 400)
+    direct = np.abs(stats.poisson.cdf(k, r) - stats.nbinom.cdf(k, 3, 0.4)).sum()
+    assert op.eps() == pytest.approx(direct, abs=1e-12)
+
+
+def test_eps_on_the_circle_against_a_riemann_sum():
+    op = _op("von-mises", "0.5*vonmises:kappa=4,loc=-1 + 0.5*vonmises:kappa=4,loc=1")
+    mu, kappa = op.theta_star()
+    t = np.linspace(-math.pi, math.pi, 200001)
+    dens_a = stats.vonmises.pdf(t, kappa, loc=mu)
+    dens_b = 0.5 * stats.vonmises.pdf(t, 4, loc=-1) + 0.5 * stats.vonmises.pdf(t, 4, loc=1)
+    dt = t[1] - t[0]
+    gap = np.cumsum(dens_a - dens_b) * dt
+    assert op.eps() == pytest.approx(np.mean(np.abs(gap - np.median(gap))) * 2 * math.pi, rel=1e-4)
+
+
+def test_spectrum_formula_matches_finite_differences_for_a_full_mixture():
+    op = _op("gmm:k=2", "0.3*norm:loc=-1,scale=0.5 + 0.7*laplace:loc=2")
+    for lam in (0.3, 4.0):
+        fd = np.sort(np.linalg.eigvals(op.jacobian_fd(lam)).real)
+        assert np.allclose(np.sort(op.jacobian_eigenvalues(lam).real), fd, atol=1e-6)
+    assert np.all(op.mu().real > 0) and math.isinf(op.spectral_lambda_max())
+
+
+def test_exponential_family_jacobian_is_lam_over_one_plus_lam_for_any_data():
+    # The Hessian of log p does not depend on x, so A = B~ whatever the data.
+    op = _op("exponential", "gamma:a=3,scale=0.7")
+    for lam in (0.2, 5.0):
+        assert op.jacobian_fd(lam)[0, 0] == pytest.approx(lam / (1 + lam), abs=1e-8)
+
+
+def test_bootstrap_error_of_a_sample_matches_the_delta_method(tmp_path):
+    from stability.datasources import SampleData
+    from stability.families import ExponentialFamily
+    from stability.operator_summary import summarize
+
+    x = np.random.default_rng(9).gamma(2.0, 1.0, 400)
+    op = Operator(ExponentialFamily(), SampleData(x))
+    s = summarize(op, [1.0], bootstrap=200, rng=np.random.default_rng(1))
+    r = 1 / x.mean()
+    delta = r**2 * x.std() / math.sqrt(x.size)  # se of 1/mean
+    assert s.theta_star[0] == pytest.approx(r, rel=1e-10)
+    # The bootstrap sd has relative error ~ 1/sqrt(2 * 200) = 5%; 4 of those.
+    assert s.se["theta_star"][0] == pytest.approx(delta, rel=0.2)
+    assert s.se["eps"] > 0 and s.bootstrap == 200
+
+
+def test_family_checks_hold_and_a_wrong_hessian_makes_them_fail():
+    from stability.families import LaplaceFamily
+    from stability.family_checks import run_family_checks
+
+    op = _op("laplace:loc=0", "t:df=5")
+    results, ran = run_family_checks(op, mode="quick", names=["lemma-e1-eq76", "lemma-e1-eq77"])
+    assert ran and [r.verdict for r in results] == ["holds", "holds"]
+
+    class Wrong(LaplaceFamily):
+        def hessian(self, x, theta):
+            return 1.1 * super().hessian(x, theta)
+
+    from stability.datasources import make_data
+
+    bad = Operator(Wrong(0.0), make_data("t:df=5"))
+    results, _ = run_family_checks(bad, mode="quick", names=["lemma-e1-eq76", "lemma-e1-eq77"])
+    assert [r.verdict for r in results] == ["fails", "fails"]
+
+
+@pytest.mark.parametrize(
+    "family,data",
+    [
+        ("gmm:k=2", "0.3*norm:loc=-1,scale=0.5 + 0.7*laplace:loc=2"),
+        ("means-mixture:sigma=0.7", "0.7*norm:loc=-0.5,scale=0.6 + 0.3*norm:loc=1.5,scale=0.8"),
+        ("von-mises", "0.5*vonmises:kappa=4,loc=-1 + 0.5*vonmises:kappa=4,loc=1"),
+    ],
+)
+def test_jacobian_is_a_contraction_in_the_A_norm_for_every_lambda(family, data):
+    # J = (P + lam Q)^-1 lam Q with P = -A, Q = -B~ positive definite is self-adjoint for
+    # <u, v> = u^T P v, so its P-norm is its spectral radius lam mu_max / (1 + lam mu_max) < 1:
+    # at a strict maximum G_lambda^inf is a local contraction for every finite lambda, whatever
+    # eps, L and alpha. Measured on finite differences of the map itself.
+    op = _op(family, data)
+    evals, evecs = np.linalg.eigh(-op.A())
+    root = evecs @ np.diag(np.sqrt(evals)) @ evecs.T
+    for lam in (0.1, 3.0, 300.0):
+        jfd = op.jacobian_fd(lam)
+        rho = np.abs(np.linalg.eigvals(jfd)).max()
+        assert np.linalg.norm(root @ jfd @ np.linalg.inv(root), 2) == pytest.approx(rho, abs=1e-6)
+        assert rho < 1 and rho == pytest.approx(
+            lam * op.mu().max() / (1 + lam * op.mu().max()), abs=1e-6
+        )
