@@ -368,3 +368,10 @@ def test_map_with_a_template_and_bad_input_writes_nothing(capsys, tmp_path):
         target = tmp_path / f"bad{abs(hash(bad))}"
         one_line_error(capsys, "map", "--family", "student-t", *bad, "--out", target)
         assert not target.exists()
+
+
+def test_parser_lists_every_shipped_setting():
+    from stability.app.theory import SHIPPED_SETTINGS
+    from stability.families import default_settings
+
+    assert list(SHIPPED_SETTINGS) == [name for name, _, _ in default_settings()]
