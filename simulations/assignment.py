@@ -42,7 +42,7 @@ _kernels = None
 def _get():
     global _kernels
     if _kernels is None:
-        from simulations import _assignment_kernels as k
+        from simulations import assignment_kernels as k
 
         _kernels = (k.solve_costs, k.solve_points)
     return _kernels

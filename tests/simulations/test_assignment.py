@@ -70,7 +70,7 @@ def test_auction_prices_stay_within_the_integer_key_range():
     # the auction's int32 keys hold (cost + price) << b | column; its prices must stay below
     # 6x the quantised cost range, or it stops early (still exact, but slower): check it never
     # has to on the problems the simulators solve, nor on adversarial ones
-    from simulations._assignment_kernels import warm_duals
+    from simulations.assignment_kernels import warm_duals
     from simulations.data import sample_moons
 
     rng = np.random.default_rng(4)
