@@ -1,15 +1,44 @@
 """Compiled kernels of the exact assignment solver (see simulations.assignment for the method).
 
 Module-level numba functions, so that numba's on-disk cache serves them to later processes;
-imported only when a solve is asked for (importing numba takes a few tenths of a second).
+imported only when a solve is asked for (importing numba takes a few tenths of a second). They
+stay in one file: numba's cache does not notice changes to functions in other files.
 
 Every inner loop here is written so that LLVM vectorises it: numba does not vectorise float
 minima (NaN semantics), so minima are taken over integer keys instead. Two encodings:
 - the auction's keys are int32, (quantised cost + price) << b | column, on an integer cost
-  scale small enough that no key overflows (see ``solve``);
+  scale small enough that no key overflows (see ``warm_duals``);
 - float64 values of any sign map to int64 keys with the same order by flipping the low 63 bits
   of the negative ones (``_okey``, an involution), which gives exact float minima.
+
+Each problem ends with its optimality certificate (``certify``). For a permutation perm and
+duals (u, v), the residuals r_ij = C_ij - u_i - v_j decompose every plan's cost:
+sum_i C_{i s(i)} = sum u + sum v + sum_i r_{i s(i)}. So if r_ij >= -tol_ij everywhere and
+r_ij <= tol_ij on the matched pairs,
+
+    sum_i C_{i perm(i)} - sum_i C_{i s(i)} <= sum over the rows where s differs from perm
+    of (tol_{i perm(i)} + tol_{i s(i)})                                  for every permutation s
+
+(linear-programming duality for the assignment problem; Burkard, Dell'Amico and Martello,
+"Assignment Problems", 2009, Sec. 4.1). The tolerance is relative to each cost's own magnitude
+and to the typical cost S (at most the median |C_ij|, ``typical_scale``):
+
+    tol_ij = KAPPA |C_ij| + KAPPA_S S,    KAPPA = 2**-50 (9e-16),  KAPPA_S = 2**-42 (2.3e-13),
+
+so a big-M entry or a few far outliers loosen only their own entries' tolerance, never that of
+the ordinary costs: a plan that passes is optimal to 9e-16 of each cost it exchanges plus
+2.3e-13 S per exchanged row. KAPPA covers one rounding of C_ij; KAPPA_S covers the float64
+duals of the exact stage, whose rounding is about u = 2**-53 times their magnitude (a few S on
+ordinary problems). The residuals are checked in float64 with the bound of every rounding
+carried along, and the entries that bound cannot settle are computed exactly (error-free
+transformations), so no wrong plan and no garbage duals can pass.
+
+Each problem reports which path certified it: WARM (auction warm start, then the exact stage),
+COLD (the exact stage from zero duals) or UNCERTIFIED (neither: the caller hands the problem
+to scipy).
 """
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -18,6 +47,23 @@ _IMAX32 = np.int32(2147483647)
 _IMAX64 = np.int64(9223372036854775807)
 _LOW63 = np.int64(9223372036854775807)
 _MAX_INDEX_BITS = 20  # n <= 2**20 leaves the auction at least 2**8 cost levels
+_U = 2.0**-53  # unit roundoff of float64
+_HUGE = 2.0**500  # costs beyond this (or below 1 / _HUGE) are rescaled by a power of two first
+_HUGE_POINT = 2.0**250  # the same for point coordinates: squared distances stay below 2**500 d
+_DUAL_LIMIT = 2.0**1000  # certified duals are below this: C - u - v cannot overflow
+_SAMPLE = 255  # costs sampled to guess a lower bound of the median |C|
+
+KAPPA = 2.0**-50  # the certificate's tolerance relative to each cost (module docstring)
+KAPPA_S = 2.0**-42  # and relative to the typical cost S
+# The warm start's duals are prices on costs quantised over [min C, max C], up to about 4x that
+# range, so their rounding reaches 4 u (max C - min C); the certificate allows KAPPA_S S =
+# 2048 u S. Past 512 S the warm plan could not be certified: such problems (big-M entries, a
+# few far outliers) start the exact stage from zero duals instead.
+WARM_RANGE = 2.0**9
+
+WARM = 0  # certified after the auction's warm start
+COLD = 1  # certified after the exact stage from zero duals
+UNCERTIFIED = 2  # neither certified: the caller solves it with scipy
 
 
 @njit(cache=True, nogil=True)
@@ -38,20 +84,56 @@ def _float_min(values, n):
 
 
 @njit(cache=True, nogil=True)
-def _range(cost):
+def _scan(cost, probe):
+    # min and max of the costs, and how many |C_ij| are below probe, in one pass
     n = cost.shape[0]
-    bits = cost.reshape(n * n).view(np.int64)
+    flat = cost.reshape(n * n)
+    bits = flat.view(np.int64)
     lo = _IMAX64
     hi = -_IMAX64
+    below = 0
     for k in range(n * n):
         key = _okey(bits[k])
         lo = min(lo, key)
         hi = max(hi, key)
+        below += abs(flat[k]) < probe
     out = np.empty(2, np.int64)
     out[0] = _okey(lo)
     out[1] = _okey(hi)
     f = out.view(np.float64)
-    return f[0], f[1]
+    return f[0], f[1], below
+
+
+@njit(cache=True, nogil=True)
+def typical_scale(cost):
+    """Cost range and a proven lower bound S of the median of |C_ij|, in one pass.
+
+    Parameters
+    ----------
+    cost : ndarray, shape (n, n), C-contiguous, finite
+
+    Returns
+    -------
+    lo, hi : float
+        min and max of the costs.
+    scale : float
+        S <= median |C_ij|: the 3/8 quantile of 255 costs sampled on a fixed pattern, kept if
+        fewer than half of all costs are below it (counted in the same pass), else the exact
+        median. Robust: one big-M entry or a few outlier rows do not move it.
+    """
+    n = cost.shape[0]
+    m = min(n * n, _SAMPLE)
+    sample = np.empty(m)
+    for k in range(m):
+        i = (k * n) // m
+        j = (k * 7919 + 13) % n  # a prime stride, so the pattern does not follow a diagonal
+        sample[k] = abs(cost[i, j])
+    probe = np.partition(sample, (3 * m) // 8)[(3 * m) // 8]
+    lo, hi, below = _scan(cost, probe)
+    # below <= n^2 / 2 - 1 puts both middle order statistics at or above probe
+    if 2 * below + 2 <= n * n:
+        return lo, hi, probe
+    return lo, hi, np.median(np.abs(cost))
 
 
 @njit(cache=True, nogil=True)
@@ -149,7 +231,9 @@ def augment(cost, v):
     # Exact stage: feasible duals u_i = min_j (cost_ij - v_j); each row takes its cheapest column
     # when that is still free (a tight edge: no dual change), and the rest get shortest
     # augmenting paths (Dijkstra on reduced costs, Jonker-Volgenant), which keep the duals
-    # feasible and the matched edges tight. v is updated in place.
+    # feasible and the matched edges tight. v is updated in place. Returns (col4row, u, ok);
+    # ok is False if a path met no finite distance (only possible on non-finite input, which
+    # the callers exclude; checked so that no index can leave the arrays).
     n = cost.shape[0]
     u = np.empty(n)
     col4row = np.full(n, -1, np.int64)
@@ -188,6 +272,8 @@ def augment(cost, v):
             nrows += 1
             _relax(cost[i], u[i], v, dist, shortest, path, i, n)
             lowest = _float_min(shortest, n)
+            if not lowest < np.inf:
+                return col4row, u, False
             # prefer a free column on ties: the path ends sooner
             j = _first_equal(shortest, row4col, lowest, n, True)
             if j == n:
@@ -217,14 +303,19 @@ def augment(cost, v):
             j = previous
             if i == cur:
                 break
-    return col4row, u
+    return col4row, u, True
 
 
 @njit(cache=True, nogil=True)
 def warm_duals(cost, eps_start_rel, theta):
     # column duals v = -prices of the auction on the quantised costs, and whether it completed
+    lo, hi, _ = _scan(cost, 0.0)
+    return _warm_duals(cost, lo, hi, eps_start_rel, theta)
+
+
+@njit(cache=True, nogil=True)
+def _warm_duals(cost, lo, hi, eps_start_rel, theta):
     n = cost.shape[0]
-    lo, hi = _range(cost)
     spread = hi - lo
     v = np.zeros(n)
     b = 1
@@ -248,17 +339,159 @@ def warm_duals(cost, eps_start_rel, theta):
 
 
 @njit(cache=True, nogil=True)
+def _residual(c, ui, vj):
+    # c - ui - vj with an error bound, from two error-free subtractions (Knuth's TwoSum):
+    # c - ui = s1 + e1 and s1 - vj = s2 + e2 exactly, so the residual is s2 + e1 + e2
+    s1 = c - ui
+    bp = s1 - c
+    e1 = (c - (s1 - bp)) + (-ui - bp)
+    s2 = s1 - vj
+    bp = s2 - s1
+    e2 = (s1 - (s2 - bp)) + (-vj - bp)
+    tail = e1 + e2
+    r = s2 + tail
+    return r, 1.01 * _U * (abs(tail) + abs(r))
+
+
+@njit(cache=True, nogil=True)
+def _row_exact(row, ui, v, bound, sigma, n):
+    # the entries of one row that the float test could not settle, settled exactly
+    for j in range(n):
+        c = row[j]
+        if c - v[j] < bound:
+            r, err = _residual(c, ui, v[j])
+            if not r - err >= -(0.999 * KAPPA * abs(c) + sigma):
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def certify(cost, perm, u, v, scale):
+    """Whether (perm, u, v) proves perm an optimal assignment of ``cost``, to the tolerance.
+
+    Checks that perm is a permutation, the duals are finite, and the exact residuals
+    r_ij = C_ij - u_i - v_j satisfy r_ij >= -tol_ij for every (i, j) and r_ij <= tol_ij on the
+    matched pairs, tol_ij = KAPPA |C_ij| + KAPPA_S S (what a pass proves: the module docstring).
+
+    Most entries are settled by one float comparison, fl(C_ij - v_j) >= b_i with
+    b_i = fl(u_i - (0.999 sigma - 2.01 u |u_i|)), sigma = KAPPA_S S, u the unit roundoff: the
+    subtraction is within u |fl(C_ij - v_j)| of exact and b_i within u |b_i| of its value, so
+    passing proves r_ij >= -sigma (the worst case is fl(C_ij - v_j) = b_i; the factors 0.999
+    and 2.01 absorb the second-order terms). The entries that fail it (the matched ones when
+    sigma is below the duals' rounding, and any near-tight or negative residual) and every
+    matched pair get their residual from two error-free subtractions (``_residual``).
+
+    Parameters
+    ----------
+    cost : ndarray, shape (n, n)
+        The costs C, finite, at most 2**500 in magnitude.
+    perm : ndarray of int64, shape (n,)
+        perm[i] is the column of row i.
+    u, v : ndarray, shape (n,)
+        Row and column duals.
+    scale : float
+        S >= 0, at most the median |C_ij| (``typical_scale``).
+
+    Returns
+    -------
+    bool
+    """
+    n = cost.shape[0]
+    seen = np.zeros(n, np.bool_)
+    for i in range(n):
+        j = perm[i]
+        if j < 0 or j >= n or seen[j]:
+            return False
+        seen[j] = True
+        if not (abs(u[i]) < _DUAL_LIMIT and abs(v[i]) < _DUAL_LIMIT):  # NaN fails too
+            return False
+    sigma = 0.999 * KAPPA_S * scale
+    for i in range(n):
+        ui = u[i]
+        bound = ui - (0.999 * sigma - 2.01 * _U * abs(ui))
+        row = cost[i]
+        unsettled = 0
+        for j in range(n):
+            unsettled += row[j] - v[j] < bound
+        if unsettled > 0 and not _row_exact(row, ui, v, bound, sigma, n):
+            return False
+        c = row[perm[i]]
+        r, err = _residual(c, ui, v[perm[i]])
+        if not r + err <= 0.999 * KAPPA * abs(c) + sigma:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _times_pow2(a, e):
+    # a * 2**e, exact unless a result underflows; two factors, so that 2**e never overflows
+    h = e // 2
+    return (a * 2.0**h) * 2.0 ** (e - h)
+
+
+@njit(cache=True, nogil=True)
+def _exact_stage(cost, v, scale):
+    col4row, u, ok = augment(cost, v)
+    return col4row, u, ok and certify(cost, col4row, u, v, scale)
+
+
+@njit(cache=True, nogil=True)
 def solve(cost, warm, eps_start_rel, theta):
-    if warm:
-        v = warm_duals(cost, eps_start_rel, theta)[0]
-    else:
-        v = np.zeros(cost.shape[0])
-    col4row, u = augment(cost, v)
-    return col4row, u, v
+    """One assignment problem: the certified plan, its duals, and which path certified it.
+
+    Costs beyond 2**500 in magnitude (or all below 2**-500) are first multiplied by a power of
+    two (exact unless an entry underflows, which is checked): the plan is the same and nothing
+    in the solver can overflow. Then the warm path (auction, exact stage, certificate) if the
+    cost range is within WARM_RANGE typical costs, else or if its certificate fails the exact
+    stage from zero duals and the certificate again.
+
+    Parameters
+    ----------
+    cost : ndarray, shape (n, n), C-contiguous, finite
+    warm : bool
+        Try the auction's warm start first.
+    eps_start_rel, theta : float, int
+        The auction's first epsilon (relative to the cost range) and scaling factor.
+
+    Returns
+    -------
+    col4row : ndarray of int64, shape (n,)
+    u, v : ndarray, shape (n,)
+        Duals for ``cost`` itself (scaled back).
+    status : int
+        WARM, COLD or UNCERTIFIED.
+    """
+    n = cost.shape[0]
+    lo, hi, scale = typical_scale(cost)
+    top = max(abs(lo), abs(hi))
+    e = 0
+    exact = True
+    c = cost
+    if top > _HUGE or (top > 0.0 and top < 1.0 / _HUGE):
+        e = math.frexp(top)[1]
+        c = _times_pow2(cost, -e)
+        exact = np.array_equal(_times_pow2(c, e), cost)
+        lo, hi, scale = _times_pow2(lo, -e), _times_pow2(hi, -e), _times_pow2(scale, -e)
+    status = UNCERTIFIED
+    if warm and hi - lo <= WARM_RANGE * scale:
+        v = _warm_duals(c, lo, hi, eps_start_rel, theta)[0]
+        col4row, u, ok = _exact_stage(c, v, scale)
+        status = WARM if ok else UNCERTIFIED
+    if status == UNCERTIFIED:
+        v = np.zeros(n)
+        col4row, u, ok = _exact_stage(c, v, scale)
+        status = COLD if ok else UNCERTIFIED
+    if not exact:
+        status = UNCERTIFIED
+    if e != 0:
+        u = _times_pow2(u, e)
+        v = _times_pow2(v, e)
+    return col4row, u, v, status
 
 
 @njit(cache=True, nogil=True)
 def pair_cost(x, y, squared):
+    """Pairwise costs |x_i - y_j|^2 (or |x_i - y_j|): shape (n, n) from x, y of shape (n, d)."""
     n, d = x.shape
     cost = np.zeros((n, n))
     yt = y.T.copy()
@@ -274,28 +507,60 @@ def pair_cost(x, y, squared):
     return cost
 
 
+@njit(cache=True, nogil=True)
+def point_costs(x, y, squared):
+    """Costs between point clouds x, y of shape (n, d), rescaled if they could overflow.
+
+    Coordinates beyond 2**250 in magnitude (or all below 2**-250) are multiplied by 2**-e
+    first, so that squared distances neither overflow nor underflow; the plan is the same.
+
+    Returns
+    -------
+    cost : ndarray, shape (n, n)
+        The costs of the rescaled points.
+    factor_exp : int
+        The costs of the original points are cost * 2**factor_exp (2e for squared distances,
+        e for distances).
+    """
+    top = max(np.abs(x).max(), np.abs(y).max()) if x.size > 0 else 0.0
+    if top > _HUGE_POINT or (top > 0.0 and top < 1.0 / _HUGE_POINT):
+        e = math.frexp(top)[1]
+        return pair_cost(_times_pow2(x, -e), _times_pow2(y, -e), squared), (2 * e if squared else e)
+    return pair_cost(x, y, squared), 0
+
+
+@njit(cache=True, nogil=True)
+def plan_total(cost, perm, factor_exp):
+    """sum_i cost[i, perm[i]] * 2**factor_exp (+inf if the total exceeds the float64 range)."""
+    acc = 0.0
+    for i in range(cost.shape[0]):
+        acc += cost[i, perm[i]]
+    return _times_pow2(acc, factor_exp) if factor_exp != 0 else acc
+
+
 @njit(cache=True, parallel=True)
 def solve_costs(costs, warm, eps_start_rel, theta):
+    """``solve`` for each of R problems, in parallel: costs (R, n, n) -> (R, n) x 3 and (R,)."""
     r, n, _ = costs.shape
     perm = np.empty((r, n), np.int64)
     us = np.empty((r, n))
     vs = np.empty((r, n))
+    status = np.empty(r, np.int64)
     for b in prange(r):
-        perm[b], us[b], vs[b] = solve(costs[b], warm, eps_start_rel, theta)
-    return perm, us, vs
+        perm[b], us[b], vs[b], status[b] = solve(costs[b], warm, eps_start_rel, theta)
+    return perm, us, vs, status
 
 
 @njit(cache=True, parallel=True)
 def solve_points(x, y, squared, eps_start_rel, theta):
+    """Point matching for each of R problems: x, y (R, n, d) -> perm (R, n), total, status (R,)."""
     r, n, _ = x.shape
     perm = np.empty((r, n), np.int64)
     total = np.empty(r)
+    status = np.empty(r, np.int64)
     for b in prange(r):
-        cost = pair_cost(x[b], y[b], squared)
-        s = solve(cost, True, eps_start_rel, theta)[0]
+        cost, factor_exp = point_costs(x[b], y[b], squared)
+        s, _, _, status[b] = solve(cost, True, eps_start_rel, theta)
         perm[b] = s
-        acc = 0.0
-        for i in range(n):
-            acc += cost[i, s[i]]
-        total[b] = acc
-    return perm, total
+        total[b] = plan_total(cost, s, factor_exp)
+    return perm, total, status
