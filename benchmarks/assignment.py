@@ -10,7 +10,8 @@ and ot.emd2 use), scipy's linear_sum_assignment, and simulations.assignment on o
 optimal cost and says which path certified our plans (the auction's warm start on these).
 Prints milliseconds per problem and the ratios.
 
-Then the edges, where float64 duals cannot resolve the costs on the fast path (issue 17): one
+Then the share of our time spent on the certificate (timed per problem, fastest of 5, which a
+busy machine disturbs less than whole batches), and the edges, where float64 duals cannot resolve the costs on the fast path (issue 17): one
 big-M entry (1e20) among uniform costs, and three far outlier pairs (1e8) among points at 1e-3.
 Ours (detected: augmenting paths from zero duals, certified) against scipy, one core.
 
@@ -80,6 +81,32 @@ def _time_edges(n: int, runs: int, rng, linear_sum_assignment) -> None:
         )
 
 
+def _time_certificate(costs: np.ndarray, repeats: int = 5) -> str:
+    """Per problem, on one core, fastest of `repeats`: the solve, its certificate, and the
+    pass that finds the typical cost (which also gives the cost range the auction needs)."""
+    from simulations import assignment_kernels as k
+
+    t_solve = t_cert = t_scale = 0.0
+    for c in costs:
+        best = [np.inf, np.inf, np.inf]
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            perm, u, v, _ = k.solve(c, True, 1.0 / 16, 4)
+            t1 = time.perf_counter()
+            scale = k.typical_scale(c)[2]
+            t2 = time.perf_counter()
+            k.certify(c, perm, u, v, scale)
+            t3 = time.perf_counter()
+            best = [min(best[0], t1 - t0), min(best[1], t3 - t2), min(best[2], t2 - t1)]
+        t_solve, t_cert, t_scale = t_solve + best[0], t_cert + best[1], t_scale + best[2]
+    r = len(costs)
+    return (
+        f"solve {t_solve / r * 1e3:.3f} ms, of which certificate {t_cert / r * 1e3:.3f} ms "
+        f"({t_cert / t_solve:.1%}) and typical-cost pass {t_scale / r * 1e3:.3f} ms "
+        f"({t_scale / t_solve:.1%})"
+    )
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=50, help="problems per batch (default 50)")
@@ -131,6 +158,12 @@ def main(argv=None):
             f"certified by {', '.join(f'{k}: {v}' for k, v in paths.items())}"
         )
     print("\nall methods found the same optimal costs")
+    numba.set_num_threads(1)
+    print("\nper problem, 1 core, fastest of 5 (the certificate's share of our time):")
+    for kind, n, runs in settings:
+        x, y = _problems(kind, n, min(runs, 10), rng)
+        costs = np.stack([((a[:, None] - b[None]) ** 2).sum(-1) for a, b in zip(x, y)])
+        print(f"{kind:>9} {n:>5}: {_time_certificate(costs)}")
     _time_edges(64 if args.quick else 256, 2 if args.quick else 10, rng, linear_sum_assignment)
     numba.set_num_threads(cores)
 

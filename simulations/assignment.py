@@ -29,15 +29,22 @@ could save. What float64 duals cannot resolve is detected and solved another way
   of two first (exact; the plan is the same);
 - a cost range far beyond the typical cost (a big-M entry that forbids a pair, a few far
   outliers among close points) would put the warm start's duals at the scale of the range,
-  where the ordinary costs are below their rounding: such problems skip the auction, and any
+  where the ordinary costs are below their rounding: problems whose range exceeds 4096 typical
+  costs (``assignment_kernels.WARM_RANGE``) skip the auction, and any
   problem whose warm plan fails the certificate is solved again from zero duals, whose
   magnitudes follow the costs along each augmenting path;
-- a problem neither path can certify is handed to scipy's ``linear_sum_assignment``.
+- a problem neither path can certify is handed to scipy's ``linear_sum_assignment``, whose
+  plan carries no certificate (u, v are NaN). Inputs seen to end there: rows and columns
+  scaled across 24 decades, Cauchy point clouds, far outliers that must be matched to ordinary
+  points (scipy's own float64 duals do not resolve those either).
 
 Measured with ``python benchmarks/assignment.py`` on 2 cores: 13x faster than ``ot.emd`` on one
 core for OT-CFM's minibatch problem (N(0, I) vs two moons, n = 256: 0.46 vs 6.1 ms); 11x for the
-W2 metric at n = 1000 (7 vs 76 ms). Ties (repeated points) have several optimal permutations;
-any of them may be returned, with the optimal cost.
+W2 metric at n = 1000 (7 vs 76 ms). Of that time, the certificate takes 2.4% at n = 256 and
+1.2% at n = 1000, and the pass that finds the typical cost 3.3% and 1.4% (it replaces the
+former range pass, one count more per entry). Big-M and far-outlier problems (n = 256): 2.5x
+and 3.4x faster than scipy. Ties (repeated points) have several optimal permutations; any of
+them may be returned, with the optimal cost.
 """
 
 from __future__ import annotations
