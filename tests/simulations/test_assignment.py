@@ -7,6 +7,7 @@ documented tolerance 2**-50 |C_ij| + 2**-42 S with S the median |C_ij|.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -337,7 +338,7 @@ def test_a_few_far_outliers_leave_the_plan_of_the_ordinary_points_optimal():
 
 
 _HUGE_POINTS = """
-import json, sys
+import json
 import numpy as np
 from simulations.assignment import match_points
 rng = np.random.default_rng(1)
@@ -354,8 +355,6 @@ def test_points_near_1e200_give_the_exact_plan_without_crashing():
         [sys.executable, "-c", _HUGE_POINTS], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    import json
-
     out = json.loads(done.stdout)
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((2, 50, 2)) * 1e200
@@ -365,7 +364,8 @@ def test_points_near_1e200_give_the_exact_plan_without_crashing():
     assert total == np.inf  # W2^2 * n is near 1e402: beyond float64, reported as such
     perm, total = np.array(out["euclidean"][0]), out["euclidean"][1]
     _assert_same_optimum(np.sqrt(scaled), perm)
-    assert total == pytest.approx(_plan_cost(np.sqrt(scaled), perm) * 2.0**700, rel=1e-14)
+    # the kernel adds the 50 costs in float64: within gamma_50 of the correctly rounded sum
+    assert total == pytest.approx(_plan_cost(np.sqrt(scaled), perm) * 2.0**700, rel=50 * U)
 
 
 def test_ordinary_problems_keep_the_fast_path():
