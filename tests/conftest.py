@@ -8,6 +8,14 @@ import os
 import subprocess
 import sys
 
+# Under pytest-xdist every worker is one process per core: give each one BLAS/OpenMP thread so
+# that `-n auto` does not oversubscribe the cores (torch, numpy and numba read these variables
+# when they are first imported, which happens after this file is loaded). Results do not depend
+# on thread counts; only the time does.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import pytest
 from hypothesis import HealthCheck, settings
 
