@@ -23,6 +23,11 @@ data only, and the real data set is drawn once per run):
   above, then a uniform subsample of fixed size (n by default).
 - `fresh` (Alemohammad et al. 2023, "fresh data loop"): n_fresh new real points each iteration
   plus floor(lam n) samples of the current model.
+
+Any object with `name`, `lam`, `label`, `sizes` and `train_set` (the protocol `DataPolicy`) is a
+policy: `Policy` implements the four above, `stability.policies` the field's curation,
+verification and self-correction, and a researcher's own policy plugs in the same way
+(`stability.plugins`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,35 @@ class Retrainable(Protocol):
 
     def state(self) -> dict:
         """The parameters theta_t (numbers or arrays), recorded at every iteration."""
+        ...
+
+
+@runtime_checkable
+class DataPolicy(Protocol):
+    """How Algorithm 1 builds the training set of each iteration t >= 1 (t = 0 is D_real)."""
+
+    name: str
+    lam: float
+
+    @property
+    def label(self) -> str:
+        """The policy as printed in tables and legends, e.g. ``mix(lam=0.5)``."""
+        ...
+
+    def sizes(self, n: int, iterations: int) -> list[int]:
+        """Training-set size per run at t = 0..iterations, for n real points."""
+        ...
+
+    def train_set(
+        self,
+        t: int,
+        real: Any,
+        model: Retrainable,
+        rng: np.random.Generator,
+        state: LoopState,
+        fresh_source: Callable[[int, np.random.Generator], Any] | None = None,
+    ) -> Any:
+        """The training set of iteration t >= 1 (may update `state.pool`)."""
         ...
 
 
@@ -154,6 +188,37 @@ class Policy:
                 out.append((self.n_fresh or n) + k)
         return out
 
+    def train_set(
+        self,
+        t: int,
+        real: Any,
+        model: Retrainable,
+        rng: np.random.Generator,
+        state: LoopState,
+        fresh_source: Callable[[int, np.random.Generator], Any] | None = None,
+    ):
+        """The training set of iteration t >= 1 (updates state.pool); see `DataPolicy`."""
+        n = real.size
+        k = synthetic_count(self.lam, n)
+        if self.name == "mix":
+            if math.isinf(self.lam):
+                return model.sample(n, rng)
+            return real if k == 0 else real.union(model.sample(k, rng))
+        if self.name in ("accumulate", "accumulate-subsample"):
+            if state.pool is None:
+                state.pool = real
+            if k > 0:
+                state.pool = state.pool.union(model.sample(k, rng))
+            if self.name == "accumulate":
+                return state.pool
+            m = self.subsample_size or n
+            return state.pool if state.pool.size <= m else state.pool.subsample(m, rng)
+        # fresh
+        if fresh_source is None:
+            raise UsageError("policy 'fresh' needs a source of fresh real data")
+        fresh = fresh_source(self.n_fresh or n, rng)
+        return fresh if k == 0 else fresh.union(model.sample(k, rng))
+
 
 @dataclass
 class LoopState:
@@ -164,7 +229,7 @@ class LoopState:
 
 
 def train_set(
-    policy: Policy,
+    policy: DataPolicy,
     t: int,
     real: Any,
     model: Retrainable,
@@ -173,32 +238,13 @@ def train_set(
     fresh_source: Callable[[int, np.random.Generator], Any] | None = None,
 ):
     """The training set of iteration t >= 1 under `policy` (updates state.pool)."""
-    n = real.size
-    k = synthetic_count(policy.lam, n)
-    if policy.name == "mix":
-        if math.isinf(policy.lam):
-            return model.sample(n, rng)
-        return real if k == 0 else real.union(model.sample(k, rng))
-    if policy.name in ("accumulate", "accumulate-subsample"):
-        if state.pool is None:
-            state.pool = real
-        if k > 0:
-            state.pool = state.pool.union(model.sample(k, rng))
-        if policy.name == "accumulate":
-            return state.pool
-        m = policy.subsample_size or n
-        return state.pool if state.pool.size <= m else state.pool.subsample(m, rng)
-    # fresh
-    if fresh_source is None:
-        raise UsageError("policy 'fresh' needs a source of fresh real data")
-    fresh = fresh_source(policy.n_fresh or n, rng)
-    return fresh if k == 0 else fresh.union(model.sample(k, rng))
+    return policy.train_set(t, real, model, rng, state, fresh_source)
 
 
 def retrain(
     model: Retrainable,
     real: Any,
-    policy: Policy,
+    policy: DataPolicy,
     iterations: int,
     rng: np.random.Generator,
     on_iteration: Callable[[int, Retrainable, Any], None] | None = None,
@@ -211,7 +257,7 @@ def retrain(
     ----------
     model : a Retrainable (fit / sample / state)
     real : the real data set D_real, drawn once (any DataSet container)
-    policy : the data policy
+    policy : the data policy (`Policy`, or any `DataPolicy`)
     iterations : T, the number of retraining iterations
     rng : randomness of the synthetic samples (and of fresh data / subsampling)
     on_iteration : called as on_iteration(t, model, train_data) after each fit, t = 0..T
@@ -227,7 +273,7 @@ def retrain(
         if on_iteration is not None:
             on_iteration(0, model, real)
     for t in range(state.t + 1, iterations + 1):
-        data = train_set(policy, t, real, model, rng, state, fresh_source)
+        data = policy.train_set(t, real, model, rng, state, fresh_source)
         model.fit(data)
         state.t = t
         if on_iteration is not None:
