@@ -214,7 +214,7 @@ def _load_module(modname: str, attr: str, label: str) -> Any:
         module = importlib.import_module(modname)
     except Exception as exc:  # ImportError, or any error raised while importing it
         raise UsageError(f"{label}: cannot import module {modname!r}: {first_line(exc)}") from None
-    return _attribute(module, attr, modname, label)
+    return _attribute(module, attr, f"module {modname!r}", label)
 
 
 def _attribute(module, attr: str, where: str, label: str) -> Any:

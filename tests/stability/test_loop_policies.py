@@ -245,7 +245,7 @@ def test_field_policies_follow_the_loop_protocol_and_sizes():
             policy,
             3,
             np.random.default_rng(1),
-            on_iteration=lambda t, m, d: sizes.append(d.size),
+            on_iteration=lambda t, m, d, out=sizes: out.append(d.size),
         )
         assert sizes == policy.sizes(10, 3) == [10, 15, 15, 15]
     assert Curate(math.inf, first_coordinate, fraction=0.5).sizes(10, 2) == [10, 10, 10]
@@ -256,7 +256,9 @@ def test_policy_factories_by_name_and_their_errors():
     p = build_policy("curate", 0.5, {"fraction": 0.25})
     assert isinstance(p, Curate) and p.fraction == 0.25 and p.reward_name == "first-coordinate"
     assert build_policy("accumulate-subsample", 1.0, {"subsample_size": 7}).subsample_size == 7
-    assert build_policy("self-correct", 1.0, {"correction": "nearest-real"}).correction is nearest_real
+    assert (
+        build_policy("self-correct", 1.0, {"correction": "nearest-real"}).correction is nearest_real
+    )
     with pytest.raises(UsageError, match="either fraction"):
         build_policy("curate", 0.5, {"fraction": 0.5, "candidates": 3})
     with pytest.raises(UsageError, match="unknown reward 'nope'; registered: data-likelihood"):
@@ -277,7 +279,9 @@ def test_a_reward_of_the_wrong_shape_is_named():
     model = Gauss1D()
     model.fit(real)
     model.sd = np.ones(2)
-    with pytest.raises(UsageError, match=r"reward 'flat' returned shape \(16,\), expected \(2, 8\)"):
+    with pytest.raises(
+        UsageError, match=r"reward 'flat' returned shape \(16,\), expected \(2, 8\)"
+    ):
         bad.train_set(1, real, model, np.random.default_rng(0), LoopState())
     broken = Curate(1.0, lambda x, r: 1 / 0, "broken", fraction=0.5)
     with pytest.raises(RunError, match="reward 'broken' failed: ZeroDivisionError"):
