@@ -215,3 +215,159 @@ def main_twod(kind: str, argv: list[str]) -> int:
         f"\nwrote {result['summary']} and {len(result['figures'])} figures in {result['out']}/figures"
     )
     return 0
+
+
+def _registered(kind: str) -> str:
+    from stability.plugins import names
+
+    return ", ".join(names(kind)) or "none"
+
+
+def model_parser() -> argparse.ArgumentParser:
+    """The parser of `stability simulate model` (its epilog lists the registered plugins)."""
+    p = ArgParser(
+        prog="stability simulate model",
+        description="Algorithm 1 with any model plugin (fit / sample / state) on point data: "
+        "R runs x lambdas x iterations, W1/W2 to held-out data, the parameter distance and the "
+        "model's own metrics, checkpointed every iteration.",
+        epilog=(
+            f"registered models: {_registered('model')}. "
+            f"policies: {_registered('policy')}. "
+            f"data plugins: {_registered('data')}. "
+            f"rewards: {_registered('reward')}; verifiers: {_registered('verifier')}; "
+            f"corrections: {_registered('correction')}. "
+            "Any of them can also be FILE.py:NAME or package.module:NAME; other packages add "
+            "names with entry points (groups stability.models, stability.policies, "
+            "stability.data, stability.rewards, stability.verifiers, stability.corrections)."
+        ),
+    )
+    p.add_argument("--model", required=True, help="a registered model, FILE.py:NAME or MODULE:NAME")
+    p.add_argument(
+        "--param",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword arguments of the model's factory",
+    )
+    p.add_argument(
+        "--data",
+        default="gaussian",
+        help="gaussian | moons | moons-ffjord | 8gaussians | 8gaussians-ffjord | FILE.npy | a data "
+        "plugin",
+    )
+    p.add_argument(
+        "--data-param",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword arguments of a data plugin",
+    )
+    p.add_argument(
+        "--dim", type=int, default=None, help="dimension of the gaussian data (default 2)"
+    )
+    p.add_argument("--n", type=int, default=100, help="real data set size (default 100)")
+    p.add_argument(
+        "--lam",
+        nargs="+",
+        default=["0", "0.5", "1", "inf"],
+        help="lambda values (inf = fully synthetic)",
+    )
+    p.add_argument(
+        "--policy", default="mix", help="a registered policy, FILE.py:NAME or MODULE:NAME"
+    )
+    p.add_argument(
+        "--policy-param",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword arguments of the policy, e.g. fraction=0.5 reward=first-coordinate",
+    )
+    p.add_argument(
+        "--n-fresh", type=int, default=None, help="fresh real points per iteration (policy fresh)"
+    )
+    p.add_argument(
+        "--subsample-size", type=int, default=None, help="training set size (accumulate-subsample)"
+    )
+    p.add_argument(
+        "--iterations", type=int, default=20, help="retraining iterations T (default 20)"
+    )
+    p.add_argument("--runs", type=int, default=20, help="independent runs R (default 20)")
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=10,
+        help="runs simulated together (default 10; the numbers depend on it)",
+    )
+    p.add_argument(
+        "--n-eval", type=int, default=None, help="points of the W1/W2 metrics (default n)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes (results do not depend on it)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--json", action="store_true", help="print the result description as JSON")
+    return p
+
+
+def main_model(argv: list[str]) -> int:
+    """`stability simulate model ...`: run or resume a plugin-model simulation."""
+    from simulations.plugin_sim import PluginSimConfig, run_plugin_simulation
+
+    args = model_parser().parse_args(argv)
+    policy_params = list(args.policy_param)
+    if args.n_fresh is not None:
+        policy_params.append(f"n_fresh={args.n_fresh}")
+    if args.subsample_size is not None:
+        policy_params.append(f"subsample_size={args.subsample_size}")
+    config = PluginSimConfig(
+        model=args.model,
+        params=tuple(args.param),
+        data=args.data,
+        data_params=tuple(args.data_param),
+        dim=args.dim,
+        n=args.n,
+        lams=_lams(args.lam),
+        policy=args.policy,
+        policy_params=tuple(policy_params),
+        iterations=args.iterations,
+        runs=args.runs,
+        block_size=args.block_size,
+        n_eval=args.n_eval,
+        seed=args.seed,
+    )
+    result = run_plugin_simulation(
+        config, args.out, workers=args.workers, progress=sys.stderr.isatty() and not args.json
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    metrics = list(next(iter(result["final"].values())))
+    rows = [
+        [lam] + [f"{fmt(m[k]['mean'])} +- {fmt(m[k]['se'])}" for k in metrics]
+        for lam, m in result["final"].items()
+    ]
+    print(f"{args.model}, policy {args.policy}, t = {result['iterations']}, mean +- se over runs:")
+    print(text_table(rows, ["lambda", *metrics]))
+    print(
+        f"\nwrote {result['summary']} and {len(result['figures'])} figures in {result['out']}/figures"
+    )
+    return 0
+
+
+def main_simulate(what: str, argv: list[str]) -> int:
+    """Dispatch `stability simulate WHAT ...` to gaussian, flow, diffusion or model."""
+    from stability.errors import UsageError
+
+    if what == "gaussian":
+        return main_gaussian(argv)
+    if what == "model":
+        return main_model(argv)
+    if what in ("flow", "diffusion"):
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise UsageError("the 2D simulators need the torch extra (pip install '.[torch]')")
+        return main_twod(what, argv)
+    raise UsageError(f"unknown simulation {what!r}; choose gaussian, flow, diffusion or model")

@@ -144,6 +144,12 @@ def _diffusion_parser():
     return twod_parser("diffusion")
 
 
+def _model_parser():
+    from stability.app.simulate import model_parser
+
+    return model_parser()
+
+
 def _retrain_parser():
     from stability.app.deep_commands import retrain_parser
 
@@ -156,6 +162,7 @@ COMMANDS = {
         CommandInfo("simulate gaussian", ("simulate", "gaussian"), _gaussian_parser),
         CommandInfo("simulate flow", ("simulate", "flow"), _flow_parser),
         CommandInfo("simulate diffusion", ("simulate", "diffusion"), _diffusion_parser),
+        CommandInfo("simulate model", ("simulate", "model"), _model_parser),
         CommandInfo("deep retrain", ("deep", "retrain"), _retrain_parser),
     )
 }
