@@ -204,7 +204,10 @@ def test_a_changed_plugin_file_cannot_resume_a_run(user_kde, tmp_path):
             dict(model="kde", policy="verify", dim=2, lams=(1.0,)),
             {"w1", "w2", "param_distance", "trace_cov"},
         ),
-        (dict(model="gaussian", policy="self-correct", dim=1), {"w1", "w2", "param_distance"}),
+        (
+            dict(model="gaussian", policy="self-correct", dim=1),
+            {"w1", "w2", "param_distance", "mean_x1", "trace_cov"},
+        ),
     ],
 )
 def test_shipped_models_and_policies_run_through_the_engine(tmp_path, kw, metrics):
@@ -227,12 +230,12 @@ def test_a_state_that_changes_shape_has_no_parameter_distance(user_kde, tmp_path
     assert dist[0] == 0 and all(math.isnan(dist[t]) for t in range(1, 5))
 
 
-@pytest.mark.parametrize("dim", [1, 2])
-def test_wasserstein_pair_is_exact_optimal_transport(dim):
+@pytest.mark.parametrize("dim, m", [(1, 60), (2, 60), (2, 200)])
+def test_wasserstein_pair_is_exact_optimal_transport(dim, m):
     rng = np.random.default_rng(0)
-    gen, ref = rng.standard_normal((3, 60, dim)), 1.5 + rng.standard_normal((3, 60, dim))
+    gen, ref = rng.standard_normal((3, m, dim)), 1.5 + rng.standard_normal((3, m, dim))
     w1, w2 = wasserstein_pair(gen, ref)
-    u = ot.unif(60)
+    u = ot.unif(m)
     for r in range(3):
         assert w1[r] == pytest.approx(ot.emd2(u, u, ot.dist(gen[r], ref[r], "euclidean")), rel=1e-9)
         w2_ref = math.sqrt(ot.emd2(u, u, ot.dist(gen[r], ref[r], "sqeuclidean")))
