@@ -49,7 +49,7 @@ class NGram:
     Parameters
     ----------
     order : 1 or 2
-    categories : K, the number of symbols (default: 1 + the largest symbol of the first fit)
+    categories : K, the number of symbols (default: 1 + the largest symbol fitted so far)
     smoothing : a >= 0 added to every count (0: maximum likelihood)
     """
 
@@ -63,17 +63,20 @@ class NGram:
         if not float(smoothing) >= 0:
             raise UsageError(f"ngram: smoothing must be >= 0, got {smoothing!r}")
         self.order, self.k, self.smoothing = int(order), categories, float(smoothing)
+        self.inferred = categories is None
         self.unigram = self.initial = self.transition = None
         self.length = 1
 
-    def _tokens(self, data) -> np.ndarray:
+    def _tokens(self, data, fitting: bool = True) -> np.ndarray:
         x = np.asarray(data.x)
         if x.dtype.kind == "f" and not np.all(x == np.round(x)):
             raise UsageError("ngram: data must be integer tokens")
         x = x.astype(np.int64)
-        if self.k is None:
-            self.k = int(x.max()) + 1
-        if x.min() < 0 or x.max() >= self.k:
+        if x.min() < 0:
+            raise UsageError("ngram: tokens must be >= 0")
+        if fitting and (self.k is None or (self.inferred and x.max() >= self.k)):
+            self.k = int(x.max()) + 1  # K not given: the largest symbol fitted so far, plus one
+        if fitting and x.max() >= self.k:
             raise UsageError(f"ngram: tokens must lie in [0, {self.k})")
         return x
 
@@ -124,11 +127,14 @@ class NGram:
 
     def metrics(self, heldout) -> dict:
         """support, entropy (nats; the entropy rate for order 2), gini_simpson, tv (R,)."""
-        x = self._tokens(heldout)
-        freq = _counts(x.reshape(x.shape[0], -1), self.k)
+        x = self._tokens(heldout, fitting=False)
+        # Held-out symbols the model never saw have probability 0 under it.
+        k = max(self.k, int(x.max()) + 1)
+        freq = _counts(x.reshape(x.shape[0], -1), k)
         freq /= freq.sum(axis=1, keepdims=True)
         p = self.unigram
-        out = {"tv": 0.5 * np.abs(p - freq).sum(axis=1), "gini_simpson": 1 - np.sum(p * p, axis=1)}
+        tv = 0.5 * (np.abs(p - freq[:, : self.k]).sum(axis=1) + freq[:, self.k :].sum(axis=1))
+        out = {"tv": tv, "gini_simpson": 1 - np.sum(p * p, axis=1)}
         if self.order == 1:
             out.update(support=np.sum(p > 0, axis=1).astype(float), entropy=_entropy(p))
         else:

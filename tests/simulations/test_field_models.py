@@ -185,6 +185,18 @@ def test_ngram_smoothing_keeps_every_symbol_and_rejects_non_tokens():
     np.testing.assert_allclose(model.unigram[0], [11 / 15] + [1 / 15] * 4)
     with pytest.raises(UsageError, match="integer tokens"):
         NGram().fit(PointSet(np.full((1, 3, 1), 0.5)))
+    with pytest.raises(UsageError, match=r"tokens must lie in \[0, 5\)"):
+        model.fit(PointSet(np.full((1, 3, 1), 5)))
+
+
+def test_ngram_held_out_symbols_it_never_saw_count_in_the_total_variation():
+    model = NGram()
+    model.fit(PointSet(np.array([[[0], [0], [1], [1]]])))
+    held = PointSet(np.array([[[0], [2], [2], [3]]]))
+    # model (1/2, 1/2, 0, 0) against held-out (1/4, 0, 1/2, 1/4)
+    assert model.metrics(held)["tv"][0] == pytest.approx(0.75)
+    model.fit(PointSet(np.array([[[0], [3]]])))  # categories not given: K grows to 4
+    np.testing.assert_allclose(model.unigram[0], [0.5, 0, 0, 0.5])
 
 
 # ---- linear regression ---------------------------------------------------------------------
@@ -237,3 +249,6 @@ def test_the_gaussian_plugin_is_the_papers_model_on_points():
     model.fit(PointSet(x))
     np.testing.assert_allclose(model.state()["cov"][1], np.cov(x[1].T), rtol=1e-12)
     assert model.sample(5, np.random.default_rng(0)).x.shape == (2, 5, 2)
+    m = model.metrics(None)
+    np.testing.assert_allclose(m["mean_x1"], x[:, :, 0].mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(m["trace_cov"], [np.trace(np.cov(x[r].T)) for r in range(2)])
