@@ -304,6 +304,26 @@ def likely_under_data(x: np.ndarray, real: np.ndarray) -> np.ndarray:
     return data_likelihood(x, real) >= threshold[:, None]
 
 
+def _nearest_distance(x: np.ndarray, real: np.ndarray, skip_self: bool = False) -> np.ndarray:
+    """Distance from each x (R, m, d) to its nearest real point (R, n, d): (R, m)."""
+    d2 = (
+        np.sum(x * x, axis=2)[:, :, None]
+        - 2 * np.einsum("rmi,rni->rmn", x, real)
+        + np.sum(real * real, axis=2)[:, None, :]
+    )
+    if skip_self:
+        d2[:, np.arange(x.shape[1]), np.arange(x.shape[1])] = np.inf
+    return np.sqrt(np.maximum(np.min(d2, axis=2), 0.0))
+
+
+def near_real_data(x: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Verifier: accept x no farther from the run's real points than 95% of the real points are
+    from their nearest other real point (a support test that follows every mode). (R, m)."""
+    x, real = np.asarray(x, dtype=float), np.asarray(real, dtype=float)
+    radius = np.quantile(_nearest_distance(real, real, skip_self=True), 0.95, axis=1)
+    return _nearest_distance(x, real) <= radius[:, None]
+
+
 def gaussian_ot(x: np.ndarray, real: np.ndarray) -> np.ndarray:
     """Correction: the optimal transport map from the samples' Gaussian to the data's.
 
@@ -329,12 +349,8 @@ def nearest_real(x: np.ndarray, real: np.ndarray) -> np.ndarray:
     (R, m, d) -> (R, m, d)."""
     x = np.asarray(x, dtype=float)
     real = np.asarray(real, dtype=float)
-    d2 = (
-        np.sum(x * x, axis=2)[:, :, None]
-        - 2 * np.einsum("rmi,rni->rmn", x, real)
-        + np.sum(real * real, axis=2)[:, None, :]
-    )
-    idx = np.argmin(d2, axis=2)
+    d2 = np.sum(x * x, axis=2)[:, :, None] - 2 * np.einsum("rmi,rni->rmn", x, real)
+    idx = np.argmin(d2 + np.sum(real * real, axis=2)[:, None, :], axis=2)
     return np.take_along_axis(real, idx[:, :, None], axis=1)
 
 
@@ -445,6 +461,7 @@ __all__ = [
     "gaussian_ot",
     "likely_under_data",
     "mix",
+    "near_real_data",
     "nearest_real",
     "self_correct",
     "verify",

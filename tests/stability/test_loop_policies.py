@@ -22,6 +22,7 @@ from stability.policies import (
     first_coordinate,
     gaussian_ot,
     likely_under_data,
+    near_real_data,
     nearest_real,
     within_data_range,
 )
@@ -194,6 +195,14 @@ def test_nearest_real_and_the_shipped_rewards_and_verifiers():
     np.testing.assert_array_equal(inside, box.all(axis=2))
     assert np.all(within_data_range(real, real))
     assert np.all(likely_under_data(real, real).mean(axis=1) >= 0.95)
+    # near-real-data: radius = the 95% quantile of the real points' nearest-neighbour distances.
+    for r in range(2):
+        d_real = np.linalg.norm(real[r][:, None] - real[r][None], axis=2)
+        np.fill_diagonal(d_real, np.inf)
+        radius = np.quantile(d_real.min(axis=1), 0.95)
+        d = np.linalg.norm(x[r][:, None] - real[r][None], axis=2).min(axis=1)
+        np.testing.assert_array_equal(near_real_data(x, real)[r], d <= radius)
+    assert 0 < near_real_data(x, real).mean() < 1
 
 
 def test_accumulate_subsample_matches_its_closed_form_for_the_gaussian():
