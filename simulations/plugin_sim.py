@@ -239,7 +239,7 @@ def resolve(config: PluginSimConfig) -> Setup:
 # ---- metrics ----------------------------------------------------------------------------------
 
 
-SMALL_ASSIGNMENT = 128  # below this many points scipy's solver is faster than the compiled one
+SMALL_ASSIGNMENT = 100  # up to this many points scipy's solver is faster than the compiled one
 
 
 def _assignment_costs(gen: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,10 +259,10 @@ def wasserstein_pair(gen: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.n
     """Exact W1 and W2 per run between equal-size samples, shapes (R, m, d) -> (R,), (R,).
 
     1D: the sorted samples are the optimal coupling. Otherwise the assignment problem: scipy's
-    linear_sum_assignment below SMALL_ASSIGNMENT points (the compiled solver's fixed cost,
-    about 20 ms a call, dominates there: 0.3 vs 21 ms for 10 runs of 20 points, 2 cores),
-    `simulations.otmetrics.wasserstein_batch` (numba) above it (68 vs 652 ms at 500 points),
-    scipy again where numba is missing.
+    linear_sum_assignment up to SMALL_ASSIGNMENT points, where the compiled solver's fixed cost
+    per call dominates (10 runs of 2D points, fastest of 5, 2 busy cores: 0.2 vs 5.5 ms at 20
+    points, 2.1 vs 16 ms at 64), `simulations.otmetrics.wasserstein_batch` (numba) above it
+    (1.7x faster at 128 points, 8.9x at 500), scipy again where numba is missing.
     """
     gen = np.asarray(gen, dtype=float).reshape(gen.shape[0], gen.shape[1], -1)
     ref = np.asarray(ref, dtype=float).reshape(gen.shape)
@@ -445,6 +445,32 @@ def _execute(tasks: list, workers: int, bar) -> None:
                 bar.update()
 
 
+def simulate(setup: Setup, folder: RunFolder, workers: int = 1, progress: bool = False) -> None:
+    """Every block of t = 0, then of every lambda, then summary.csv (the folder is locked)."""
+    cfg = setup.cfg
+    extra = {"plugins": setup.plugins(), "metrics": list(setup.metrics)}
+    extra.update(data=setup.source.describe(), policy_labels=[p.label for p in setup.policies])
+    folder.write_config(extra=extra)
+    common = (cfg, setup.features, setup.metrics, str(folder.path))
+    zero = [(*common, "t0", b, r) for b, r in cfg.blocks()]
+    rest = [(*common, li, b, r) for li in range(len(cfg.lams)) for b, r in cfg.blocks()]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(zero) + len(rest), desc=cfg.model, unit="block")
+    _execute(zero, workers, bar)
+    _execute(rest, workers, bar)
+    if bar is not None:
+        bar.close()
+    write_summary(folder.file("summary.csv"), summary_table(setup, folder.path))
+    # Checkpoints hold pickled models: only resuming needs them.
+    for ck in folder.file("checkpoints").glob("*.pkl"):
+        ck.unlink()
+    with contextlib.suppress(OSError):
+        folder.file("checkpoints").rmdir()
+
+
 def run_plugin_simulation(
     config: PluginSimConfig,
     out: str | Path,
@@ -472,43 +498,15 @@ def run_plugin_simulation(
     """
     setup = resolve(config)
     check_n(workers, "workers", minimum=1)
-    cfg = setup.cfg
-    folder = RunFolder(out, COMMAND, cfg.options())
+    folder = RunFolder(out, COMMAND, setup.cfg.options())
     folder.check_writable()
     _check_resume(folder, setup)
-    summary_path = folder.file("summary.csv")
     with lock_run_folder(folder.path, command=COMMAND):
-        if not summary_path.exists():
-            folder.write_config(
-                extra={
-                    "plugins": setup.plugins(),
-                    "metrics": list(setup.metrics),
-                    "data": setup.source.describe(),
-                    "policy_labels": [p.label for p in setup.policies],
-                }
-            )
-            common = (cfg, setup.features, setup.metrics, str(folder.path))
-            blocks = cfg.blocks()
-            zero = [(*common, "t0", b, r) for b, r in blocks]
-            rest = [(*common, li, b, r) for li in range(len(cfg.lams)) for b, r in blocks]
-            bar = None
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(zero) + len(rest), desc=f"{cfg.model}", unit="block")
-            _execute(zero, workers, bar)
-            _execute(rest, workers, bar)
-            if bar is not None:
-                bar.close()
-            write_summary(summary_path, summary_table(setup, folder.path))
-            # Checkpoints hold pickled models: only resuming needs them.
-            for ck in folder.file("checkpoints").glob("*.pkl"):
-                ck.unlink()
-            with contextlib.suppress(OSError):
-                folder.file("checkpoints").rmdir()
-        rows = read_summary(summary_path)
+        if not folder.file("summary.csv").exists():
+            simulate(setup, folder, workers, progress)
+        rows = read_summary(folder.file("summary.csv"))
         paths = write_figures(setup, folder.path, rows) if figures else []
-    return describe_run(folder, rows, paths, cfg.iterations)
+    return describe_run(folder, rows, paths, setup.cfg.iterations)
 
 
 def summary_table(setup: Setup, folder: Path) -> list[dict]:
@@ -589,14 +587,11 @@ __all__ = [
     "PluginSimConfig",
     "PointSource",
     "Setup",
-    "evaluate",
-    "flat_state",
     "prepare",
-    "real_data",
     "resolve",
     "run_block",
     "run_plugin_simulation",
-    "samples_figure",
+    "simulate",
     "summary_table",
     "write_figures",
     "stage_zero",

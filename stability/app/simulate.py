@@ -223,6 +223,16 @@ def _registered(kind: str) -> str:
     return ", ".join(names(kind)) or "none"
 
 
+def _add_plugin(p, flag: str, what: str, default=None, params_help: str = "") -> None:
+    """--FLAG naming a plugin (registered name, FILE.py:NAME, MODULE:NAME) and --FLAG-param."""
+    names = what if default is None else f"{what} (default {default})"
+    p.add_argument(f"--{flag}", required=default is None, default=default, help=names)
+    param = "--param" if flag == "model" else f"--{flag}-param"
+    p.add_argument(
+        param, nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=params_help
+    )
+
+
 def model_parser() -> argparse.ArgumentParser:
     """The parser of `stability simulate model` (its epilog lists the registered plugins)."""
     p = ArgParser(
@@ -241,71 +251,32 @@ def model_parser() -> argparse.ArgumentParser:
             "stability.data, stability.rewards, stability.verifiers, stability.corrections)."
         ),
     )
-    p.add_argument("--model", required=True, help="a registered model, FILE.py:NAME or MODULE:NAME")
-    p.add_argument(
-        "--param",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keyword arguments of the model's factory",
-    )
-    p.add_argument(
-        "--data",
-        default="gaussian",
-        help="gaussian | moons | moons-ffjord | 8gaussians | 8gaussians-ffjord | FILE.npy | a data "
-        "plugin",
-    )
-    p.add_argument(
-        "--data-param",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keyword arguments of a data plugin",
-    )
-    p.add_argument(
-        "--dim", type=int, default=None, help="dimension of the gaussian data (default 2)"
-    )
-    p.add_argument("--n", type=int, default=100, help="real data set size (default 100)")
+    model_help = "a registered model, FILE.py:NAME or MODULE:NAME"
+    _add_plugin(p, "model", model_help, None, "keyword arguments of the model's factory")
+    data_help = "gaussian | moons[-ffjord] | 8gaussians[-ffjord] | FILE.npy | a data plugin"
+    _add_plugin(p, "data", data_help, "gaussian", "keyword arguments of a data plugin")
+    policy_help = "a registered policy, FILE.py:NAME or MODULE:NAME"
+    example = "keyword arguments of the policy, e.g. fraction=0.5 reward=first-coordinate"
+    _add_plugin(p, "policy", policy_help, "mix", example)
+    for flag, default, text in (
+        ("--dim", None, "dimension of the gaussian data (default 2)"),
+        ("--n", 100, "real data set size (default 100)"),
+        ("--n-fresh", None, "fresh real points per iteration (policy fresh)"),
+        ("--subsample-size", None, "training set size (accumulate-subsample)"),
+        ("--iterations", 20, "retraining iterations T (default 20)"),
+        ("--runs", 20, "independent runs R (default 20)"),
+        ("--block-size", 10, "runs simulated together (default 10; the numbers depend on it)"),
+        ("--n-eval", None, "points of the W1/W2 metrics (default n)"),
+        ("--seed", 0, "seed of every random stream (default 0)"),
+        ("--workers", 1, "processes (results do not depend on it)"),
+    ):
+        p.add_argument(flag, type=int, default=default, help=text)
     p.add_argument(
         "--lam",
         nargs="+",
         default=["0", "0.5", "1", "inf"],
         help="lambda values (inf = fully synthetic)",
     )
-    p.add_argument(
-        "--policy", default="mix", help="a registered policy, FILE.py:NAME or MODULE:NAME"
-    )
-    p.add_argument(
-        "--policy-param",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keyword arguments of the policy, e.g. fraction=0.5 reward=first-coordinate",
-    )
-    p.add_argument(
-        "--n-fresh", type=int, default=None, help="fresh real points per iteration (policy fresh)"
-    )
-    p.add_argument(
-        "--subsample-size", type=int, default=None, help="training set size (accumulate-subsample)"
-    )
-    p.add_argument(
-        "--iterations", type=int, default=20, help="retraining iterations T (default 20)"
-    )
-    p.add_argument("--runs", type=int, default=20, help="independent runs R (default 20)")
-    p.add_argument(
-        "--block-size",
-        type=int,
-        default=10,
-        help="runs simulated together (default 10; the numbers depend on it)",
-    )
-    p.add_argument(
-        "--n-eval", type=int, default=None, help="points of the W1/W2 metrics (default n)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="processes (results do not depend on it)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--json", action="store_true", help="print the result description as JSON")
     return p
