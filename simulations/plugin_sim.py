@@ -167,10 +167,6 @@ class Setup:
         return {k: r.record() for k, r in refs.items() if r is not None}
 
 
-def _params(items, what: str) -> tuple:
-    return tuple(format_params(parse_params(items, what)))
-
-
 def prepare(config: PluginSimConfig) -> Setup:
     """Validate the options and load the plugins (UsageError with one line; writes nothing)."""
     check_n(config.n, "n")
@@ -184,20 +180,16 @@ def prepare(config: PluginSimConfig) -> Setup:
     lams = tuple(check_lam(v) for v in config.lams)
     if len(set(lams)) != len(lams):
         raise UsageError("lambda values must be distinct")
-    cfg = PluginSimConfig(
-        **{
-            **{f.name: getattr(config, f.name) for f in fields(config)},
-            "lams": lams,
-            "n_eval": n_eval,
-            "params": _params(config.params, "--param"),
-            "policy_params": _params(config.policy_params, "--policy-param"),
-            "data_params": _params(config.data_params, "--data-param"),
-        }
-    )
-    source = PointSource(cfg.data, cfg.dim, parse_params(cfg.data_params, "--data-param"))
-    model = ModelPlugin(cfg.model, parse_params(cfg.params, "--param"))
-    pparams = parse_params(cfg.policy_params, "--policy-param")
-    policies = [build_policy(cfg.policy, lam, pparams) for lam in lams]
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    params = {}
+    for key in ("params", "policy_params", "data_params"):
+        flag = "--" + key.replace("params", "param").replace("_", "-")
+        params[key] = parse_params(values[key], flag)
+        values[key] = tuple(format_params(params[key]))  # normalised for config.json
+    cfg = PluginSimConfig(**{**values, "lams": lams, "n_eval": n_eval})
+    source = PointSource(cfg.data, cfg.dim, params["data_params"])
+    model = ModelPlugin(cfg.model, params["params"])
+    policies = [build_policy(cfg.policy, lam, params["policy_params"]) for lam in lams]
     return Setup(cfg, model, source, policies)
 
 
@@ -214,6 +206,13 @@ def resolve(config: PluginSimConfig) -> Setup:
     model.fit(PointSet(real))
     model.sample(3, rng)
     model.state()
+    try:  # every iteration's checkpoint pickles the model
+        pickle.loads(pickle.dumps(model.model))
+    except Exception as exc:  # whatever pickle raises for the plugin's objects
+        raise UsageError(
+            f"{setup.model.ref.label}: its model cannot be pickled for checkpoints: "
+            f"{first_line(exc)}"
+        ) from None
     own = list(model.metrics(heldout)) if model.has_metrics else []
     setup.metrics = (("w1", "w2") if model.wasserstein else ()) + ("param_distance", *own)
 

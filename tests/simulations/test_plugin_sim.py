@@ -132,6 +132,13 @@ BROKEN = {
         "KDE",
         r"model plugin '.*shape.py:KDE': sample\(3, rng\) returned shape \(1, 3, 1\), expected \(2, 3, 1\)",
     ),
+    "unpicklable.py": (
+        USER_KDE.replace(
+            "self.h = float(bandwidth)", "self.h = float(bandwidth)\n        self.f = lambda: 0"
+        ),
+        "KDE",
+        r"model plugin '.*unpicklable.py:KDE': its model cannot be pickled for checkpoints",
+    ),
     "fitfails.py": (
         USER_KDE.replace("time.sleep(self.delay)", "raise ValueError('no data')"),
         "KDE",
@@ -199,6 +206,10 @@ def test_a_changed_plugin_file_cannot_resume_a_run(user_kde, tmp_path):
         (
             dict(model="linear-regression", data="linear", dim=None, data_params=("dim=3",)),
             {"param_distance", "test_mse"},
+        ),
+        (
+            dict(model="kde", policy="fresh", dim=1, lams=(0.5,), policy_params=("n_fresh=10",)),
+            {"w1", "w2", "param_distance", "trace_cov"},
         ),
         (
             dict(model="kde", policy="verify", dim=2, lams=(1.0,)),
