@@ -42,8 +42,10 @@ def _add_alpha(sub):
 
 
 def _add_simulate(sub):
-    p = sub.add_parser("simulate", help="Monte-Carlo retraining loops (gaussian, flow, diffusion)")
-    p.add_argument("what", help="gaussian | flow | diffusion")
+    p = sub.add_parser(
+        "simulate", help="Monte-Carlo retraining loops (gaussian, flow, diffusion, model)"
+    )
+    p.add_argument("what", help="gaussian | flow | diffusion | model (any model plugin)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_simulate)
 
@@ -271,21 +273,9 @@ def cmd_alpha(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    if args.what == "gaussian":
-        try:
-            from stability.app.simulate import main_gaussian
-        except ImportError as exc:
-            raise UsageError(f"the Gaussian simulator is not available: {exc}") from None
-        return main_gaussian(args.rest)
-    if args.what in ("flow", "diffusion"):
-        try:
-            from stability.app.simulate import main_twod
-        except ImportError as exc:
-            raise UsageError(
-                f"the 2D simulators need the torch extra (pip install '.[torch]'): {exc}"
-            ) from None
-        return main_twod(args.what, args.rest)
-    raise UsageError(f"unknown simulation {args.what!r}; choose gaussian, flow or diffusion")
+    from stability.app.simulate import main_simulate
+
+    return main_simulate(args.what, args.rest)
 
 
 def _out_folder(argv: list[str]) -> str | None:

@@ -30,6 +30,7 @@ def test_options_come_from_the_commands_own_parsers():
         "simulate gaussian",
         "simulate flow",
         "simulate diffusion",
+        "simulate model",
         "deep retrain",
     }
     assert COMMANDS["simulate gaussian"].argv({"lam": [0, math.inf], "keep_blocks": True}) == [
