@@ -4,60 +4,39 @@ The object named may be a class (called with the specification's parameters), a 
 function (likewise) or a ready instance. It must have ``logpdf``, ``nodes``, ``sample``,
 ``initial_guess`` and ``param_names``; a subclass of `stability.families.Family` has all the
 rest by default, and a duck-typed object without ``score``/``hessian`` gets numerical ones.
-Another package registers families under the entry-point group ``retrain_stability.families``.
+Loading goes through `stability.plugins` (the one loader of every plugin kind): another package
+registers families under the entry-point group ``stability.families``.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
+from stability import plugins
 from stability.errors import UsageError
 from stability.families.base import Family
 
-ENTRY_POINT_GROUP = "retrain_stability.families"
 REQUIRED = ("logpdf", "nodes", "sample", "initial_guess", "param_names")
 
 
 def load_from_file(path: str, name: str):
     """The object `name` defined in the Python file `path` (executed as a fresh module)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"no such family file: {path}")
-    module_name = f"stability_user_family_{abs(hash(str(file.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise UsageError(f"cannot import {path}: {type(exc).__name__}: {exc}") from None
-    if not hasattr(module, name):
-        raise UsageError(f"{path} defines no {name!r}")
-    return getattr(module, name)
+    return plugins.load("family", f"{path}:{name}")[0]
 
 
 def load_from_module(module: str, name: str):
     """The object `name` of the importable module `module`."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise UsageError(f"cannot import module {module!r}: {exc}") from None
-    if not hasattr(mod, name):
-        raise UsageError(f"module {module!r} defines no {name!r}")
-    return getattr(mod, name)
+    return plugins.load("family", f"{module}:{name}")[0]
 
 
-def entry_point_families() -> dict:
-    """Families registered by installed packages: name -> entry point."""
-    from importlib.metadata import entry_points
+def entry_point_names() -> list[str]:
+    """Families registered by installed packages (entry-point group ``stability.families``)."""
+    return plugins.names("family")
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+def load_entry_point(name: str):
+    """The object a registered family name points to."""
+    return plugins.load("family", name)[0]
 
 
 def instantiate(obj, params: dict, label: str):

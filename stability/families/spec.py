@@ -51,7 +51,7 @@ ALIASES = {
 
 def family_names() -> list[str]:
     """Names accepted by `make_family` (shipped, then entry points)."""
-    return [*SHIPPED, *sorted(plugins.entry_point_families())]
+    return [*SHIPPED, *sorted(plugins.entry_point_names())]
 
 
 def make_family(spec: str):
@@ -71,9 +71,8 @@ def make_family(spec: str):
     name = ALIASES.get(head, head)
     if name in SHIPPED:
         return _construct(SHIPPED[name], split_spec(spec)[1], spec)
-    eps = plugins.entry_point_families()
-    if name in eps:
-        return plugins.instantiate(eps[name].load(), split_spec(spec)[1], spec)
+    if name in plugins.entry_point_names():
+        return plugins.instantiate(plugins.load_entry_point(name), split_spec(spec)[1], spec)
     module, _, rest = spec.partition(":")
     attr, _, params_text = rest.partition(":")
     if "." in module and attr.isidentifier():
