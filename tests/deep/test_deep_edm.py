@@ -16,7 +16,7 @@ from deep.train import Trainer, TrainOptions, load_weights  # noqa: E402
 from deep.unet import SongUNet, UNetConfig, count_parameters, official_layout  # noqa: E402
 from stability.stats import mean_interval  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
