@@ -124,9 +124,18 @@ class Trainer:
         return self.compiled()
 
     def compiled(self):
+        # Static shapes: a fit's batch never changes, and automatic dynamic shapes (a second
+        # resolution in one process) failed in inductor (torch 2.13, CPU).
         if self.opts.compile and not hasattr(self, "_compiled"):
-            self._compiled = torch.compile(self.net)
+            self._compiled = torch.compile(self.net, dynamic=False)
         return getattr(self, "_compiled", self.net)
+
+    def sampling_net(self):
+        """The EMA network the samplers call (compiled too under opts.compile; it shares the
+        EMA's parameters, so it follows their updates)."""
+        if self.opts.compile and not hasattr(self, "_compiled_ema"):
+            self._compiled_ema = torch.compile(self.ema, dynamic=False)
+        return getattr(self, "_compiled_ema", self.ema)
 
     def train(
         self,
@@ -324,7 +333,7 @@ class Trainer:
         w, r = dist.world(), dist.rank()
         mine = seeds[r::w]
         shape = self.method.shape(self.net_cfg)
-        net = self.ema
+        net = self.sampling_net()
         dtype = torch.bfloat16 if self.opts.dtype == "bf16" else torch.float32
         chunks = []
         starts = range(0, len(mine), batch)
