@@ -208,6 +208,10 @@ def test_init_from_a_checkpoint_and_generate(cli, tmp_path):
         ck,
     )
     assert proc.returncode == 0, proc.stderr
+    # stderr is not a terminal here: status lines instead of a progress bar, also in OUT.log.
+    status = [ln for ln in proc.stderr.splitlines() if ln.startswith("[fit] kimg ")]
+    assert status and status[-1].split()[2] == "0.064/0.064"
+    assert (tmp_path / "base.pt.log").read_text().splitlines() == status
     proc = cli(
         "deep",
         "retrain",
@@ -236,6 +240,8 @@ def test_init_from_a_checkpoint_and_generate(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert set(out["metrics"]) == {"0", "1"}
+    assert "[fit t=1] kimg 0.032/0.032" in proc.stderr
+    assert "[fit t=1] kimg 0.032/0.032" in (tmp_path / "run" / "log.txt").read_text()
     proc = cli(
         "deep", "generate", "--ckpt", ck, "--n", "6", "--steps", "3", "--out", tmp_path / "g.zip"
     )
