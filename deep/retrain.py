@@ -417,19 +417,7 @@ def run_deep(
     status : status lines on stderr and in DIR/log.txt (deep.status; for a log file)
     """
     data, n, policy, net = _validate(cfg)
-    folder = RunFolder(out, f"deep retrain ({cfg.model})", cfg.options())
-    folder.check_writable()
-    dist.init(cfg.device)
-    if dist.is_main():
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.write_config(
-            extra={
-                "network": {
-                    k: list(v) if isinstance(v, tuple) else v for k, v in net.__dict__.items()
-                }
-            }
-        )
-    dist.barrier()
+    folder = _open_folder(cfg, out, net)
     real = ImageSet(data.images[:n])
     n_gen = cfg.n_gen or max(n, synthetic_count(policy.lam, n))
     n_gen = max(n_gen, synthetic_count(policy.lam, n))
@@ -482,6 +470,19 @@ def run_deep(
         result["figures"] = run_figures(folder, metrics, model.generated, cfg)
     dist.barrier()
     return result
+
+
+def _open_folder(cfg: DeepConfig, out, net) -> RunFolder:
+    """The run folder, checked and with its config.json written (main process), before the run."""
+    folder = RunFolder(out, f"deep retrain ({cfg.model})", cfg.options())
+    folder.check_writable()
+    dist.init(cfg.device)
+    if dist.is_main():
+        folder.path.mkdir(parents=True, exist_ok=True)
+        network = {k: list(v) if isinstance(v, tuple) else v for k, v in net.__dict__.items()}
+        folder.write_config(extra={"network": network})
+    dist.barrier()
+    return folder
 
 
 def resolve_features(cfg: DeepConfig) -> str:
