@@ -60,6 +60,15 @@ def gather_rows(local: np.ndarray, counts: list[int]) -> np.ndarray:
     return np.concatenate([o.cpu().numpy()[:c] for o, c in zip(out, counts)])
 
 
+def gather_objects(obj) -> list:
+    """Every process's `obj` in rank order, on every process ([obj] without a process group)."""
+    if not td.is_initialized():
+        return [obj]
+    out = [None] * world()
+    td.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj):
     """rank 0's object on every rank."""
     if not td.is_initialized():

@@ -15,6 +15,14 @@ Sampler (Algorithm 2): time steps
 with N = 18, sigma_min = 0.002, sigma_max = 80, rho = 7; an Euler step followed by a 2nd-order
 (Heun) correction except on the last step; optional stochasticity S_churn, S_tmin, S_tmax,
 S_noise. Each image has its own seed, so an image does not depend on the batch it is drawn in.
+
+Latents as the official generator draws them: one ``torch.Generator`` per image, seeded with the
+image's seed, on the sampling device; the latent is its first draw, float32 of shape (C, H, W),
+scaled by t_0 in float64; the stochastic sampler's noise at step i is the stream's next draw,
+float64 (drawn at every step, as the official sampler does, so that step i's noise does not
+depend on S_tmin/S_tmax). The same network and seed (below 2^32) then give the same image as the
+official sampler on the same kind of device. ``latents="float64"`` draws the latent in float64
+too (this toolkit's earlier convention, kept to reproduce earlier runs).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import numpy as np
 import torch
 
 from deep.unet import SongUNet, UNetConfig
+from stability.errors import UsageError
 
 SIGMA_DATA = 0.5
 
@@ -45,7 +54,8 @@ class EDMPrecond(torch.nn.Module):
         self.model = SongUNet(cfg)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, augment_labels=None) -> torch.Tensor:
-        """x: (N, C, H, W), sigma: (N,) or scalar -> denoised (N, C, H, W)."""
+        """x: (N, C, H, W), sigma: (N,) or scalar, augment_labels: (N, 9) or None (all zero)
+        -> denoised (N, C, H, W)."""
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
         sd = self.sigma_data
         c_skip = sd**2 / (sigma**2 + sd**2)
@@ -65,17 +75,26 @@ class EDMLoss:
     sigma_data: float = SIGMA_DATA
 
     def __call__(
-        self, net: EDMPrecond, images: torch.Tensor, normal: torch.Tensor, noise: torch.Tensor
+        self,
+        net: EDMPrecond,
+        images: torch.Tensor,
+        normal: torch.Tensor,
+        noise: torch.Tensor,
+        augment_labels: torch.Tensor | None = None,
     ):
         """Per-image loss, summed over pixels (as EDM's training loop scales it), shape (N,).
 
-        images: (N, C, H, W) in [-1, 1]; normal: (N,) standard normal draws for ln sigma;
-        noise: (N, C, H, W) standard normal draws for n (passed in so that the randomness comes
-        from the caller's per-image streams).
+        images: (N, C, H, W) in [-1, 1] (already augmented, if at all); normal: (N,) standard
+        normal draws for ln sigma; noise: (N, C, H, W) standard normal draws for n (passed in so
+        that the randomness comes from the caller's per-image streams); augment_labels: (N, 9)
+        labels of the augmentation (deep.augment), given to the network with the noisy images.
         """
         sigma = (normal * self.p_std + self.p_mean).exp().reshape(-1, 1, 1, 1)
         weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
-        denoised = net(images + noise * sigma, sigma.flatten())
+        if augment_labels is None:
+            denoised = net(images + noise * sigma, sigma.flatten())
+        else:
+            denoised = net(images + noise * sigma, sigma.flatten(), augment_labels)
         return (weight * (denoised - images) ** 2).flatten(1).sum(1)
 
 
@@ -100,35 +119,62 @@ class SamplerConfig:
         return np.append(t, 0.0)
 
 
-def image_noise(seeds, shape, draws: int) -> list[torch.Tensor]:
-    """Per-image standard normal tensors: for each seed, `draws` tensors of `shape`, stacked.
+LATENTS = ("float32", "float64")
 
-    Returns a list of `draws` tensors of shape (len(seeds), *shape); image i's numbers depend only
-    on seeds[i] (one torch.Generator per image).
+
+def image_noise(seeds, shape, draws: int, latents: str = "float32", device="cpu") -> list:
+    """Per-image standard normal tensors, as the official generator draws them.
+
+    Parameters
+    ----------
+    seeds : sequence of N ints, one per image
+    shape : (C, H, W)
+    draws : number of tensors per image: the latent, then the sampler's per-step noise
+    latents : "float32" (the official latents) or "float64": the dtype of the first draw; the
+        later draws are float64 (the official sampler's noise, drawn like its float64 state)
+    device : where the generators live and the numbers are drawn (the sampling device)
+
+    Returns
+    -------
+    list of `draws` float64 tensors of shape (N, C, H, W); image i's numbers are those of a
+    fresh torch.Generator seeded with seeds[i] and depend on nothing else.
     """
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    if latents not in LATENTS:
+        raise UsageError(f"latents must be one of {', '.join(LATENTS)}, got {latents!r}")
+    first = torch.float32 if latents == "float32" else torch.float64
+    gens = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
     out = []
-    for _ in range(draws):
+    for k in range(draws):
+        dtype = first if k == 0 else torch.float64
         out.append(
-            torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in gens])
+            torch.stack(
+                [torch.randn(shape, generator=g, dtype=dtype, device=device) for g in gens]
+            ).to(torch.float64)
         )
     return out
 
 
 @torch.no_grad()
 def heun_sample(
-    net, seeds, shape, cfg: SamplerConfig | None = None, device="cpu", dtype=torch.float32
+    net,
+    seeds,
+    shape,
+    cfg: SamplerConfig | None = None,
+    device="cpu",
+    dtype=torch.float32,
+    latents: str = "float32",
 ) -> torch.Tensor:
     """Images D-sampled by EDM's Algorithm 2 for the given per-image seeds.
 
-    net : a denoiser D(x, sigma); seeds : list of ints (one image each); shape : (C, H, W).
+    net : a denoiser D(x, sigma); seeds : list of ints (one image each); shape : (C, H, W);
+    latents : dtype of the per-seed latent draw (see the module docstring).
     Returns float64 images of shape (len(seeds), *shape) (values around [-1, 1]).
     """
     cfg = cfg or SamplerConfig()
     t = torch.as_tensor(cfg.time_steps(), dtype=torch.float64)
     stochastic = cfg.s_churn > 0
     draws = 1 + (cfg.steps if stochastic else 0)
-    noises = image_noise(seeds, shape, draws)
+    noises = image_noise(seeds, shape, draws, latents, device)
     x = noises[0].to(device) * t[0]
     gamma_max = min(cfg.s_churn / cfg.steps, math.sqrt(2) - 1)
 

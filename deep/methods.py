@@ -13,8 +13,13 @@
   or Euler).
 - ``ddpm``: DDPM (Ho et al. 2020): linear beta schedule 1e-4..0.02 over T = 1000 steps, the
   simple epsilon-prediction loss, DDIM sampling (Song et al. 2021, eta = 0 by default) for the
-  experiments of appendix G.3; the network is this project's DDPM++ U-Net fed with the
-  timestep (ddpm-torch's own network is not reproduced).
+  experiments of appendix G.3 over a sub-sequence of timesteps spaced by one of diffusers'
+  ``timestep_spacing`` conventions (see ``ddim_timesteps``); the network is this project's
+  DDPM++ U-Net fed with the timestep (ddpm-torch's own network is not reproduced).
+
+Every sampler starts from the per-seed latents of deep.edm.image_noise (float32 draws of one
+generator per seed, as the official EDM generator; ``latents="float64"`` for the earlier
+convention).
 
 Every method draws its randomness for a training step from one generator for the global
 minibatch (identical on every process), then keeps its slice ``sl``: under DDP the processes
@@ -29,12 +34,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from deep.edm import EDMLoss, EDMPrecond, SamplerConfig, heun_sample, image_noise
+from deep.augment import AUGMENT_DIM, AugmentPipe
+from deep.edm import LATENTS, EDMLoss, EDMPrecond, SamplerConfig, heun_sample, image_noise
 from deep.unet import SongUNet, UNetConfig
 from stability.coupling import exact_ot_pairs
 from stability.errors import UsageError
 
 METHODS = ("edm", "otcfm", "ddpm")
+SPACINGS = ("leading", "trailing", "linspace")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,12 @@ class Method:
     grad_clip: float | None = None
     default_lr = 1e-3
     default_rampup_kimg = 10000.0
+    latents = "float32"  # dtype of the per-seed latent draws (deep.edm.image_noise)
+
+    def _set_latents(self, latents: str) -> None:
+        if latents not in LATENTS:
+            raise UsageError(f"latents must be one of {', '.join(LATENTS)}, got {latents!r}")
+        self.latents = latents
 
     def build(self, cfg) -> torch.nn.Module:
         raise NotImplementedError
@@ -89,25 +102,41 @@ class Method:
 
 
 class EDMMethod(Method):
+    """EDM with the Heun sampler `sampler` and, when ``augment`` > 0, EDM's non-leaking
+    augmentation with that probability (deep.augment; the network needs augment_dim = 9)."""
+
     name = "edm"
 
-    def __init__(self, sampler: SamplerConfig | None = None):
+    def __init__(
+        self, sampler: SamplerConfig | None = None, augment: float = 0.0, latents: str = "float32"
+    ):
         self.sampler = sampler or SamplerConfig()
+        self.augment = float(augment)
+        self.pipe = AugmentPipe(self.augment) if self.augment > 0 else None
+        self._set_latents(latents)
         self._loss = EDMLoss()
 
     def build(self, cfg: UNetConfig):
+        if self.pipe is not None and cfg.augment_dim != AUGMENT_DIM:
+            raise UsageError(
+                f"--augment needs a network with {AUGMENT_DIM} augmentation inputs; "
+                f"this one has {cfg.augment_dim}"
+            )
         return EDMPrecond(cfg)
 
     def loss(self, net, x, gen, batch, sl):
+        labels = None
+        if self.pipe is not None:  # drawn first, so that P = 0 leaves the stream as it was
+            x, labels = self.pipe(x, gen, batch, sl)
         normal = torch.randn(batch, generator=gen)[sl].to(x.device)
         noise = torch.randn((batch, *x.shape[1:]), generator=gen)[sl].to(x.device)
-        return self._loss(net, x, normal, noise)
+        return self._loss(net, x, normal, noise, labels)
 
     def sample(self, net, seeds, shape, device, dtype):
-        return heun_sample(net, seeds, shape, self.sampler, device, dtype)
+        return heun_sample(net, seeds, shape, self.sampler, device, dtype, self.latents)
 
     def options(self):
-        return asdict(self.sampler)
+        return {**asdict(self.sampler), "augment": self.augment, "latents": self.latents}
 
 
 def _ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,10 +153,16 @@ class OTCFMMethod(Method):
     default_rampup_kimg = 640.0  # torchcfm's CIFAR-10 warm-up: 5000 steps of 128 images
 
     def __init__(
-        self, sigma: float = 0.0, solver: str = "dopri5", tol: float = 1e-5, euler_steps: int = 100
+        self,
+        sigma: float = 0.0,
+        solver: str = "dopri5",
+        tol: float = 1e-5,
+        euler_steps: int = 100,
+        latents: str = "float32",
     ):
         if solver not in ("dopri5", "euler"):
             raise UsageError(f"unknown ODE solver {solver!r}; choose dopri5 or euler")
+        self._set_latents(latents)
         from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
 
         self.sigma, self.solver, self.tol, self.euler_steps = sigma, solver, tol, euler_steps
@@ -174,7 +209,7 @@ class OTCFMMethod(Method):
     def sample(self, net, seeds, shape, device, dtype):
         from torchdiffeq import odeint
 
-        x0 = image_noise(seeds, shape, 1)[0].to(device, dtype)
+        x0 = image_noise(seeds, shape, 1, self.latents, device)[0].to(device, dtype)
 
         def velocity(t, x):
             return net(t.expand(x.shape[0]).to(dtype), x)
@@ -194,6 +229,7 @@ class OTCFMMethod(Method):
             "solver": self.solver,
             "tol": self.tol,
             "euler_steps": self.euler_steps,
+            "latents": self.latents,
         }
 
 
@@ -211,6 +247,31 @@ class _DDPMNet(torch.nn.Module):
         return self.model(x, t.to(torch.float32))
 
 
+def ddim_timesteps(train_steps: int, steps: int, spacing: str = "leading") -> np.ndarray:
+    """The DDIM sub-sequence tau_S > ... > tau_1 of {0, ..., T - 1}, shape (S,), descending.
+
+    diffusers' ``DDIMScheduler.set_timesteps`` conventions (Lin et al. 2024, "Common diffusion
+    noise schedules and sample steps are flawed", Table 2), with T = train_steps, S = steps:
+
+    - ``leading``: k floor(T / S), k = 0..S-1 (diffusers' steps_offset = 0); the "uniform"
+      skip of the DDIM paper's code and ddpm-torch's ``linear`` selection schedule, which the
+      paper's DDPM experiments sampled with: the default here;
+    - ``trailing``: round(T - k T / S) - 1, k = 0..S-1: starts at the last training step T - 1;
+    - ``linspace``: round(linspace(0, T - 1, S)).
+    """
+    if spacing not in SPACINGS:
+        raise UsageError(f"ddim spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    if not 1 <= steps <= train_steps:
+        raise UsageError(f"ddim steps must be in [1, {train_steps}], got {steps}")
+    if spacing == "leading":
+        ts = np.arange(steps) * (train_steps // steps)
+    elif spacing == "trailing":
+        ts = np.round(np.arange(train_steps, 0, -train_steps / steps)).astype(np.int64) - 1
+    else:
+        ts = np.linspace(0, train_steps - 1, steps).round()
+    return np.sort(ts.astype(np.int64))[::-1].copy()
+
+
 class DDPMMethod(Method):
     name = "ddpm"
     default_lr = 2e-4
@@ -224,12 +285,14 @@ class DDPMMethod(Method):
         ddim_steps: int = 100,
         eta: float = 0.0,
         clip_denoised: bool = True,
+        spacing: str = "leading",
+        latents: str = "float32",
     ):
-        if not 1 <= ddim_steps <= steps:
-            raise UsageError(f"ddim steps must be in [1, {steps}], got {ddim_steps}")
-        self.steps, self.ddim_steps, self.eta = steps, ddim_steps, eta
+        self.timesteps = ddim_timesteps(steps, ddim_steps, spacing)
+        self.steps, self.ddim_steps, self.eta, self.spacing = steps, ddim_steps, eta, spacing
         self.clip_denoised = bool(clip_denoised)
         self.beta_start, self.beta_end = beta_start, beta_end
+        self._set_latents(latents)
         betas = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
         self.alpha_bar = torch.cumprod(1 - betas, 0)
 
@@ -248,14 +311,21 @@ class DDPMMethod(Method):
     def sample(self, net, seeds, shape, device, dtype):
         """DDIM: x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - s^2) eps_hat + s z.
 
-        Song et al. 2021 eq (12). With clip_denoised (the default, as in Ho et al.'s and
-        ddpm-torch's samplers) x0_hat is clamped to the data range [-1, 1] and eps_hat re-derived
-        from it, so that the 1/sqrt(ab) amplification of the network's error at high noise
-        cannot throw a sample out of range for good.
+        Song et al. 2021 eq (12) over the sub-sequence ``self.timesteps`` (ddim_timesteps): the
+        step from tau_i goes to tau_{i-1}, the next listed timestep, and the last one to
+        ab_prev = 1 (the clean image). This equals diffusers' DDIMScheduler (set_alpha_to_one)
+        for ``leading``, and for ``trailing`` when S divides T; diffusers' step() instead goes
+        to t - T // S, which is off the list for ``linspace`` (diffusers issue #12633).
+        With clip_denoised (the default, as in Ho et al.'s and ddpm-torch's samplers) x0_hat is
+        clamped to the data range [-1, 1] and eps_hat re-derived from it, so that the
+        1/sqrt(ab) amplification of the network's error at high noise cannot throw a sample out
+        of range for good.
         seeds: N ints; shape: (C, H, W); returns (N, C, H, W) in [-1, 1].
         """
-        ts = np.linspace(0, self.steps - 1, self.ddim_steps).round().astype(int)[::-1]
-        noises = image_noise(seeds, shape, 1 + (len(ts) if self.eta > 0 else 0))
+        ts = self.timesteps
+        noises = image_noise(
+            seeds, shape, 1 + (len(ts) if self.eta > 0 else 0), self.latents, device
+        )
         x = noises[0].to(device)
         for k, t in enumerate(ts):
             ab = float(self.alpha_bar[t])
@@ -283,13 +353,17 @@ class DDPMMethod(Method):
             "ddim_steps": self.ddim_steps,
             "eta": self.eta,
             "clip_denoised": self.clip_denoised,
+            "spacing": self.spacing,
+            "latents": self.latents,
         }
 
 
 def make_method(name: str, **options) -> Method:
-    """The method `name` with its options (sampler settings)."""
+    """The method `name` with its options (sampler settings; EDM also ``augment`` and
+    ``latents`` beside the SamplerConfig fields)."""
     if name == "edm":
-        return EDMMethod(SamplerConfig(**options) if options else None)
+        extra = {k: options.pop(k) for k in ("augment", "latents") if k in options}
+        return EDMMethod(SamplerConfig(**options) if options else None, **extra)
     if name == "otcfm":
         return OTCFMMethod(**options)
     if name == "ddpm":

@@ -5,13 +5,17 @@ into it is an EDM ``Trainer`` whose phases are cached in the run folder:
 
     DIR/config.json                      every option, seed and versions
     DIR/checkpoints/train_t{t}.pt        weights, EMA, Adam state after the fit of iteration t
+    DIR/checkpoints/snap_t{t}.pt         the fit's training state every --snap-kimg (removed
+                                         once train_t{t}.pt is written)
+    DIR/log.txt                          status lines (when stderr is not a terminal)
     DIR/generated/gen_t{t}.zip           images of theta_t (EDM-style zip, PNG inside)
     DIR/metrics.json                     per-iteration metrics (loss and any hook)
     DIR/summary.csv, DIR/figures/*.png   tidy summary and figures
 
 Each phase is written atomically when it ends; a rerun replays the loop and loads every finished
 phase instead of recomputing it, so it resumes where the previous run stopped and, the phases
-being deterministic functions of the seed, ends with the same numbers. Generation uses fresh
+being deterministic functions of the seed, ends with the same numbers; a fit killed after a
+snapshot continues from it (deep.train). Generation uses fresh
 seeds at every iteration by default, or the paper's fixed seeds 0..N-1 (``fixed_seeds``).
 """
 
@@ -19,15 +23,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from deep import dist
-from deep.methods import METHODS, OTCFMNet, make_method, net_from_dict
+from deep.augment import AUGMENT_DIM, paper_default
+from deep.edm import LATENTS
+from deep.figures import compare_runs, run_figures  # noqa: F401 (compare_runs: the CLI's)
+from deep.methods import METHODS, SPACINGS, OTCFMNet, make_method, net_from_dict
+from deep.status import STATUS_KIMG, STATUS_SEC, StatusLog, format_duration
 from deep.train import FORMAT, Trainer, TrainOptions, load_weights
 from deep.unet import UNetConfig
 from stability.errors import UsageError, check_lam, check_n
@@ -78,6 +88,12 @@ class DeepConfig:
     ode_steps: int = 100
     ddim_steps: int = 100
     ddim_clip: bool = True
+    ddim_spacing: str = "leading"
+    # EDM's augmentation probability; None: the paper's runs (0.12 on cifar10=, 0.15 on ffhq=,
+    # 0 on other data: the digits stand-ins are short fine-tunes of a network without
+    # augmentation inputs, see deep.augment.paper_default)
+    augment: float | None = None
+    latents: str = "float32"  # dtype of the per-seed latent draws (deep.edm.image_noise)
     features: str = "auto"
     gen_batch: int = 256
     batch: int = 256
@@ -92,25 +108,52 @@ class DeepConfig:
     device: str = "cpu"
     dtype: str = "fp32"
     compile: bool = False
+    snap_kimg: float | None = None  # training-state snapshots inside a fit (None: none)
+    status_kimg: float = STATUS_KIMG  # status lines (deep.status) every this many kimg ...
+    status_sec: float = STATUS_SEC  # ... or seconds
 
     def options(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["lam"] = self.lam if math.isfinite(self.lam) else "inf"
-        # Device, precision and compilation change speed, not the process.
-        for k in ("device", "compile", "gen_batch"):
+        d["augment"] = self.augment_probability()
+        # Device, compilation, batching of generation, snapshots and status lines change speed
+        # or reporting, not the numbers.
+        for k in ("device", "compile", "gen_batch", "snap_kimg", "status_kimg", "status_sec"):
             d.pop(k)
         return d
+
+    def augment_probability(self) -> float:
+        """--augment, or the paper's value for the data (deep.augment.paper_default)."""
+        if self.augment is None:
+            return paper_default(self.data, self.model)
+        return float(self.augment)
 
     def method(self):
         """The model family with its sampler settings (deep.methods)."""
         if self.model == "edm":
-            return make_method("edm", steps=self.sampler_steps, s_churn=self.s_churn)
+            return make_method(
+                "edm",
+                steps=self.sampler_steps,
+                s_churn=self.s_churn,
+                augment=self.augment_probability(),
+                latents=self.latents,
+            )
         if self.model == "otcfm":
             return make_method(
-                "otcfm", solver=self.ode_solver, tol=self.ode_tol, euler_steps=self.ode_steps
+                "otcfm",
+                solver=self.ode_solver,
+                tol=self.ode_tol,
+                euler_steps=self.ode_steps,
+                latents=self.latents,
             )
         if self.model == "ddpm":
-            return make_method("ddpm", ddim_steps=self.ddim_steps, clip_denoised=self.ddim_clip)
+            return make_method(
+                "ddpm",
+                ddim_steps=self.ddim_steps,
+                clip_denoised=self.ddim_clip,
+                spacing=self.ddim_spacing,
+                latents=self.latents,
+            )
         raise UsageError(f"unknown model {self.model!r}; choose one of {', '.join(METHODS)}")
 
     def train_options(self) -> TrainOptions:
@@ -176,20 +219,12 @@ def net_config(cfg: DeepConfig, channels: int, resolution: int):
         net = OTCFMNet.tiny(resolution, channels) if name == "tiny" else OTCFMNet.cifar10()
     elif name == "tiny":
         net = UNetConfig.tiny(resolution, channels)
+        if cfg.model == "edm" and cfg.augment_probability() > 0:  # the labels need an input
+            net = replace(net, augment_dim=AUGMENT_DIM)
     else:
         net = UNetConfig.cifar10() if name == "cifar10" else UNetConfig.ffhq64()
         if cfg.model == "ddpm":  # the network predicts eps; no augmentation labels
-            net = UNetConfig(
-                net.resolution,
-                net.channels,
-                net.model_channels,
-                net.channel_mult,
-                net.channel_mult_emb,
-                net.num_blocks,
-                net.attn_resolutions,
-                net.dropout,
-                0,
-            )
+            net = replace(net, augment_dim=0)
     if (net.resolution, net.channels) != (resolution, channels):
         raise UsageError(
             f"network {name} is for {net.channels}x{net.resolution}x{net.resolution} images, "
@@ -218,6 +253,7 @@ def _validate(cfg: DeepConfig):
         raise UsageError(
             "give --init CKPT or --init-kimg > 0 (the model fitted on real data at t = 0)"
         )
+    check_run_options(cfg)
     data = load_images(cfg.data, resolution=cfg.resolution)
     n = cfg.n or len(data)
     if n > len(data):
@@ -240,18 +276,51 @@ def _validate(cfg: DeepConfig):
                     f"{data.channels}x{data.resolution}x{data.resolution}"
                 )
             net = net_from_dict(cfg.model, stored)
+    if cfg.model == "edm" and cfg.augment_probability() > 0 and net.augment_dim != AUGMENT_DIM:
+        raise UsageError(
+            f"--augment {cfg.augment_probability():g} needs a network with {AUGMENT_DIM} "
+            f"augmentation inputs; the network of {Path(cfg.init).name} has {net.augment_dim}"
+        )
     cfg.train_options()
     return data, n, policy, net
+
+
+def check_run_options(cfg: DeepConfig) -> None:
+    """UsageError for bad augmentation, latent, DDIM-spacing, snapshot and status options."""
+    p = cfg.augment_probability()
+    if not 0 <= p <= 1:
+        raise UsageError(f"--augment must be in [0, 1], got {p:g}")
+    if p > 0 and cfg.model != "edm":
+        raise UsageError(
+            f"--augment is EDM's (its network takes the augmentation labels); {cfg.model} "
+            "trains without it: give --augment 0"
+        )
+    if cfg.latents not in LATENTS:
+        raise UsageError(f"--latents must be one of {', '.join(LATENTS)}, got {cfg.latents!r}")
+    if cfg.ddim_spacing not in SPACINGS:
+        raise UsageError(
+            f"--ddim-spacing must be one of {', '.join(SPACINGS)}, got {cfg.ddim_spacing!r}"
+        )
+    if cfg.snap_kimg is not None and not cfg.snap_kimg > 0:
+        raise UsageError(f"--snap-kimg must be > 0, got {cfg.snap_kimg}")
+    if not cfg.status_kimg > 0 or not cfg.status_sec >= 0:
+        raise UsageError("--status-kimg must be > 0 and --status-sec >= 0")
 
 
 class _Phased:
     """Trainer + cached phases, speaking the fit/sample/state protocol of stability.loop."""
 
     def __init__(
-        self, cfg: DeepConfig, trainer: Trainer, folder: RunFolder, n_gen: int, progress: bool
+        self,
+        cfg: DeepConfig,
+        trainer: Trainer,
+        folder: RunFolder,
+        n_gen: int,
+        progress: bool,
+        status: StatusLog | None = None,
     ):
         self.cfg, self.trainer, self.folder = cfg, trainer, folder
-        self.n_gen, self.progress = n_gen, progress
+        self.n_gen, self.progress, self.status = n_gen, progress, status
         self.t = -1
         self.losses: dict[int, float] = {}
         self._generated: dict[int, np.ndarray] = {}
@@ -268,12 +337,23 @@ class _Phased:
                 self.trainer.load(self.cfg.init, resume=False)
             loss = float("nan")
             kimg = self.cfg.kimg if t > 0 else self.cfg.init_kimg
+            snapshot = self.folder.file("checkpoints", f"snap_t{t}.pt")
             if kimg > 0:
-                loss = self.trainer.train(data.x, kimg, progress=self.progress)
+                if self.status is not None:
+                    self.status.label = f"fit t={t}"
+                loss = self.trainer.train(
+                    data.x,
+                    kimg,
+                    progress=self.progress,
+                    snapshot=snapshot if self.cfg.snap_kimg else None,
+                    snap_kimg=self.cfg.snap_kimg,
+                    status=self.status,
+                )
             self.losses[t] = loss
             if dist.is_main():
                 self.trainer.save(path)
                 atomic_write_text(loss_path, json.dumps({"loss": loss, "images": data.size}))
+                self.trainer.drop_snapshot(snapshot)
             dist.barrier()
         self.t = t
 
@@ -291,10 +371,16 @@ class _Phased:
             return self._generated[t]
         path = self.folder.file("generated", f"gen_t{t}.zip")
         if not path.exists():
+            clock = time.monotonic()
             images = self.trainer.generate(self.seeds(t), None, self.cfg.gen_batch, self.progress)
             if dist.is_main():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_zip(images, path)
+                if self.status is not None:
+                    self.status.write(
+                        f"[generate t={t}] {len(images)} images in "
+                        f"{format_duration(time.monotonic() - clock)}"
+                    )
             dist.barrier()
         self._generated = {t: load_images(f"zip={path}").images}
         return self._generated[t]
@@ -323,27 +409,25 @@ def run_deep(
     out: str | Path,
     progress: bool = False,
     hooks: dict[str, Callable] | None = None,
+    status: bool = False,
 ) -> dict:
-    """Run or resume the retraining loop in folder `out`; returns a description of the results."""
+    """Run or resume the retraining loop in folder `out`; returns a description of the results.
+
+    progress : progress bars and a metrics line per iteration (for a terminal)
+    status : status lines on stderr and in DIR/log.txt (deep.status; for a log file)
+    """
     data, n, policy, net = _validate(cfg)
-    folder = RunFolder(out, f"deep retrain ({cfg.model})", cfg.options())
-    folder.check_writable()
-    dist.init(cfg.device)
-    if dist.is_main():
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.write_config(
-            extra={
-                "network": {
-                    k: list(v) if isinstance(v, tuple) else v for k, v in net.__dict__.items()
-                }
-            }
-        )
-    dist.barrier()
+    folder = _open_folder(cfg, out, net)
     real = ImageSet(data.images[:n])
     n_gen = cfg.n_gen or max(n, synthetic_count(policy.lam, n))
     n_gen = max(n_gen, synthetic_count(policy.lam, n))
     trainer = Trainer(net, cfg.train_options(), cfg.seed, cfg.method())
-    model = _Phased(cfg, trainer, folder, n_gen, progress)
+    log = None
+    if status and dist.is_main():
+        log = StatusLog(
+            sys.stderr, folder.file("log.txt"), cfg.status_kimg, cfg.status_sec, trainer.device
+        )
+    model = _Phased(cfg, trainer, folder, n_gen, progress, log)
     hooks = {**default_hooks(), **(hooks or {})}
     metrics_path = folder.file("metrics.json")
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -362,11 +446,11 @@ def run_deep(
             metrics[key] = row
             if dist.is_main():
                 atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
+        line = f"t = {t}: " + ", ".join(f"{k} = {v:.4g}" for k, v in metrics[key].items())
         if progress and dist.is_main():
-            print(
-                f"t = {t}: " + ", ".join(f"{k} = {v:.4g}" for k, v in metrics[key].items()),
-                flush=True,
-            )
+            print(line, flush=True)
+        if log is not None:
+            log.write(f"[metrics] {line}")
 
     def fresh(m, rng):
         return ImageSet(data.images[np.sort(rng.choice(len(data.images), size=m, replace=False))])
@@ -383,9 +467,22 @@ def run_deep(
             )
             rows.extend(summary_rows(cfg.policy, policy.lam, name, vals))
         write_summary(folder.file("summary.csv"), rows)
-        result["figures"] = _figures(folder, metrics, model, cfg)
+        result["figures"] = run_figures(folder, metrics, model.generated, cfg)
     dist.barrier()
     return result
+
+
+def _open_folder(cfg: DeepConfig, out, net) -> RunFolder:
+    """The run folder, checked and with its config.json written (main process), before the run."""
+    folder = RunFolder(out, f"deep retrain ({cfg.model})", cfg.options())
+    folder.check_writable()
+    dist.init(cfg.device)
+    if dist.is_main():
+        folder.path.mkdir(parents=True, exist_ok=True)
+        network = {k: list(v) if isinstance(v, tuple) else v for k, v in net.__dict__.items()}
+        folder.write_config(extra={"network": network})
+    dist.barrier()
+    return folder
 
 
 def resolve_features(cfg: DeepConfig) -> str:
@@ -462,111 +559,3 @@ class _ParameterDrift:
             "param_distance": float((now - self._theta0).norm() / scale),
             "param_distance_random_init": self._to_random,
         }
-
-
-def _figures(folder: RunFolder, metrics: dict, model: _Phased, cfg: DeepConfig) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from stability.runs.plots import save_figure
-
-    paths = []
-    ts = sorted(int(t) for t in metrics)
-    names = [k for k in metrics[str(ts[0])] if k != "train_images"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        ax.plot(ts, [metrics[str(t)][name] for t in ts], "o-")
-        ax.set_title(name)
-        ax.set_xlabel("iteration t")
-    fig.suptitle(
-        f"{MODEL_TITLES[cfg.model]} retraining on {cfg.data}, {cfg.policy}, lambda = {cfg.lam:g}"
-    )
-    fig.tight_layout()
-    path = folder.file("figures", "metrics.png")
-    save_figure(fig, path)
-    paths.append(str(path))
-    # A grid of the first 8 images of every iteration (rows: t).
-    fig, axes = plt.subplots(len(ts), 8, figsize=(8 * 1.1, len(ts) * 1.1), squeeze=False)
-    for i, t in enumerate(ts):
-        imgs = model.generated(t)[:8]
-        for j in range(8):
-            ax = axes[i, j]
-            img = imgs[j].transpose(1, 2, 0)
-            ax.imshow(
-                img[..., 0] if img.shape[2] == 1 else img,
-                cmap="gray" if img.shape[2] == 1 else None,
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[i, 0].set_ylabel(f"t={t}")
-    fig.tight_layout()
-    path = folder.file("figures", "samples.png")
-    save_figure(fig, path)
-    paths.append(str(path))
-    return paths
-
-
-MODEL_TITLES = {"edm": "EDM", "otcfm": "OT-CFM", "ddpm": "DDPM"}
-COMPARED = ("fid", "precision", "recall", "param_distance")
-
-
-def compare_runs(runs: list[str | Path], out: str | Path) -> dict:
-    """Overlay the per-iteration metrics of several deep runs (one line per run, as Figure 2 does
-    per lambda): writes OUT/compare.csv (run, model, policy, lam, t, metric, value) and
-    OUT/compare.png; returns their paths and the rows."""
-    import csv
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from stability.runs.plots import save_figure
-
-    loaded = []
-    for run in runs:
-        run = Path(run)
-        cfg_path, met_path = run / "config.json", run / "metrics.json"
-        if not cfg_path.is_file() or not met_path.is_file():
-            raise UsageError(f"{str(run)!r} is not a deep run folder (no config.json/metrics.json)")
-        opts = json.loads(cfg_path.read_text())["options"]
-        metrics = json.loads(met_path.read_text())
-        if not metrics:
-            raise UsageError(f"{str(run)!r} has no finished iteration yet")
-        loaded.append((run, opts, metrics))
-    names = [m for m in COMPARED if any(m in row for _, _, mt in loaded for row in mt.values())]
-    if not names:
-        names = ["loss"]
-    rows = []
-    for run, opts, metrics in loaded:
-        for t in sorted(metrics, key=int):
-            for name in names:
-                if name in metrics[t]:
-                    rows.append([str(run), opts.get("model", "edm"), opts["policy"], opts["lam"],
-                                 int(t), name, metrics[t][name]])  # fmt: skip
-    out = Path(out)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["run", "model", "policy", "lam", "t", "metric", "value"])
-    writer.writerows(rows)
-    atomic_write_text(out / "compare.csv", buf.getvalue())
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for _, opts, metrics in loaded:
-            ts = sorted(int(t) for t in metrics if name in metrics[t])
-            lam = float(opts["lam"])
-            label = (
-                f"{MODEL_TITLES.get(opts.get('model', 'edm'), '?')}, "
-                + ("fully synthetic" if math.isinf(lam) else f"lambda = {lam:g}")
-                + ("" if opts["policy"] == "mix" else f" ({opts['policy']})")
-            )
-            ax.plot(ts, [metrics[str(t)][name] for t in ts], "o-", ms=3, label=label)
-        ax.set_title(name)
-        ax.set_xlabel("retraining iteration t")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out / "compare.png")
-    return {"csv": str(out / "compare.csv"), "figure": str(out / "compare.png"), "rows": rows}

@@ -10,6 +10,13 @@ Ramp-up at retraining (``rampup``): EDM's official code counts images from 0 whe
 resumes from a network pickle, so each retraining of the paper restarts the learning-rate
 ramp-up and the EMA ramp (``"restart"``, the default, faithful to the paper); ``"continue"``
 keeps counting across iterations; ``"none"`` uses the full rate from the first step.
+
+Snapshots inside a fit (``Trainer.train(snapshot=PATH, snap_kimg=K)``): every K kimg the whole
+training state is written atomically to PATH: network, EMA, Adam, image counters, the phase's
+stream (it draws the minibatch indices and the method's noise: the data order), the global torch
+stream of every process (dropout) and, on CUDA, the device streams. A fit started again with
+the same PATH continues from the snapshot and ends with bitwise the same weights on a CPU as the
+uninterrupted fit (on a GPU, up to its nondeterministic kernels).
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from __future__ import annotations
 import copy
 import io
 import math
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +34,7 @@ import torch
 from deep import dist
 from deep.edm import SamplerConfig, to_uint8
 from deep.methods import EDMMethod, Method, net_to_dict
+from deep.status import StatusLog
 from stability.errors import UsageError
 
 RAMPUPS = ("restart", "continue", "none")
@@ -66,6 +75,17 @@ class TrainOptions:
             raise UsageError(f"ema decay must be in [0, 1), got {self.ema_decay}")
 
 
+@dataclass
+class _Phase:
+    """One call of Trainer.train: its stream, its slice of the global batch, where it stands."""
+
+    steps: int
+    sl: slice
+    gen: torch.Generator
+    start: int = 0
+    losses: list = field(default_factory=list)
+
+
 class Trainer:
     """An EDM network, its EMA and Adam, trained on uint8 images (N, C, H, W).
 
@@ -104,13 +124,69 @@ class Trainer:
         return self.compiled()
 
     def compiled(self):
+        # Static shapes: a fit's batch never changes, and automatic dynamic shapes (a second
+        # resolution in one process) failed in inductor (torch 2.13, CPU).
         if self.opts.compile and not hasattr(self, "_compiled"):
-            self._compiled = torch.compile(self.net)
+            self._compiled = torch.compile(self.net, dynamic=False)
         return getattr(self, "_compiled", self.net)
 
-    def train(self, images: np.ndarray, kimg: float, progress: bool = False) -> float:
+    def sampling_net(self):
+        """The EMA network the samplers call (compiled too under opts.compile; it shares the
+        EMA's parameters, so it follows their updates)."""
+        if self.opts.compile and not hasattr(self, "_compiled_ema"):
+            self._compiled_ema = torch.compile(self.ema, dynamic=False)
+        return getattr(self, "_compiled_ema", self.ema)
+
+    def train(
+        self,
+        images: np.ndarray,
+        kimg: float,
+        progress: bool = False,
+        snapshot: str | Path | None = None,
+        snap_kimg: float | None = None,
+        status: StatusLog | None = None,
+    ) -> float:
         """Train for kimg thousand images drawn from `images` (uint8 (N, C, H, W)); returns the
-        mean loss (per image, summed over pixels) of the last tenth of the steps."""
+        mean loss (per image, summed over pixels) of the last tenth of the steps.
+
+        snapshot : file of the fit's training state: written every `snap_kimg` kimg (atomically,
+            by the main process) and, if it exists when the fit starts, resumed from; the caller
+            removes it once the fit's result is saved (``drop_snapshot``).
+        status : prints status lines as the fit goes (deep.status)
+        """
+        phase = self._begin_phase(images, kimg)
+        if snapshot is not None and Path(snapshot).exists():
+            self._resume(Path(snapshot), phase, images, kimg)
+        module = self._module()
+        module.train()
+        x_all = torch.from_numpy(images)
+        batch = self.opts.batch
+        every = max(1, round(snap_kimg * 1000 / batch)) if snapshot and snap_kimg else 0
+        bar = None
+        if progress and dist.is_main():
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=phase.steps, initial=phase.start, desc="train", unit="step", leave=False
+            )
+        if status is not None and dist.is_main():
+            status.start(phase.steps * batch, phase.start * batch)
+        for step in range(phase.start, phase.steps):
+            phase.losses.append(self._step(module, x_all, phase))
+            done = step + 1
+            if every and done % every == 0 and done < phase.steps:
+                self._write_snapshot(Path(snapshot), phase, done, images, kimg)
+            if bar:
+                bar.update()
+            if status is not None and dist.is_main():
+                status.update(done * batch, phase.losses[-1])
+        if bar:
+            bar.close()
+        self.phases += 1
+        tail = phase.losses[-max(1, len(phase.losses) // 10) :]
+        return float(np.mean(tail))
+
+    def _begin_phase(self, images: np.ndarray, kimg: float) -> _Phase:
         opts = self.opts
         if self.phases > 0 and opts.rampup == "restart":
             self.nimg_phase = 0
@@ -123,54 +199,105 @@ class Trainer:
         # Dropout draws from torch's global stream: seed it per (phase, process) so that a
         # resumed phase replays the same masks.
         torch.manual_seed((self.seed * 1_000_003 + self.phases) * 1009 + r)
-        module = self._module()
-        module.train()
+        return _Phase(steps, slice(r * local, (r + 1) * local), gen)
+
+    def _step(self, module, x_all: torch.Tensor, phase: _Phase) -> float:
+        """One optimiser step on the phase's next global minibatch; returns its mean loss."""
+        opts = self.opts
+        idx = torch.randint(0, len(x_all), (opts.batch,), generator=phase.gen)
+        x = x_all[idx[phase.sl]].to(self.device, torch.float32) / 127.5 - 1
+        if opts.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = opts.lr
+        if opts.rampup != "none" and opts.lr_rampup_kimg > 0:
+            lr *= min(self.nimg_phase / (opts.lr_rampup_kimg * 1000), 1.0)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
         autocast = torch.autocast(
             device_type=self.device.split(":")[0],
             dtype=torch.bfloat16,
             enabled=opts.dtype == "bf16",
         )
-        x_all = torch.from_numpy(images)
-        losses = []
-        bar = None
-        if progress and dist.is_main():
-            from tqdm import tqdm
+        with autocast:
+            per_image = self.method.loss(module, x, phase.gen, opts.batch, phase.sl)
+        loss = per_image.float().mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in self.net.parameters():
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+        if self.method.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.method.grad_clip)
+        self.opt.step()
+        # EDM updates the EMA with the image count before this step's increment.
+        self._update_ema()
+        self.nimg_total += opts.batch
+        self.nimg_phase += opts.batch
+        return float(loss.detach())
 
-            bar = tqdm(total=steps, desc="train", unit="step", leave=False)
-        for _ in range(steps):
-            idx = torch.randint(0, len(images), (opts.batch,), generator=gen)
-            sl = slice(r * local, (r + 1) * local)
-            x = x_all[idx[sl]].to(self.device, torch.float32) / 127.5 - 1
-            if opts.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = opts.lr
-            if opts.rampup != "none" and opts.lr_rampup_kimg > 0:
-                lr *= min(self.nimg_phase / (opts.lr_rampup_kimg * 1000), 1.0)
-            for g in self.opt.param_groups:
-                g["lr"] = lr
-            with autocast:
-                per_image = self.method.loss(module, x, gen, opts.batch, sl)
-            loss = per_image.float().mean()
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for p in self.net.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-            if self.method.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.method.grad_clip)
-            self.opt.step()
-            # EDM updates the EMA with the image count before this step's increment.
-            self._update_ema()
-            self.nimg_total += opts.batch
-            self.nimg_phase += opts.batch
-            losses.append(float(loss.detach()))
-            if bar:
-                bar.update()
-        if bar:
-            bar.close()
-        self.phases += 1
-        tail = losses[-max(1, len(losses) // 10) :]
-        return float(np.mean(tail))
+    # ---- snapshots inside a fit -------------------------------------------------------------
+    def _fit_key(self, phase: _Phase, images: np.ndarray, kimg: float) -> dict:
+        """What identifies a fit: a snapshot resumes only the fit it was taken from."""
+        return {
+            "phase": self.phases,
+            "seed": self.seed,
+            "steps": phase.steps,
+            "kimg": float(kimg),
+            "batch": self.opts.batch,
+            "world": dist.world(),
+            "images": len(images),
+            "crc32": zlib.crc32(np.ascontiguousarray(images).data),
+        }
+
+    def _write_snapshot(self, path: Path, phase: _Phase, done: int, images, kimg) -> None:
+        from stability.runs.runfolder import atomic_write_bytes
+
+        torch_states = dist.gather_objects(torch.get_rng_state())
+        cuda_states = dist.gather_objects(
+            torch.cuda.get_rng_state(self.device) if self.device.startswith("cuda") else None
+        )
+        if dist.is_main():
+            state = self.state_dict()
+            state["snapshot"] = {
+                **self._fit_key(phase, images, kimg),
+                "done": done,
+                "losses": torch.tensor(phase.losses, dtype=torch.float64),
+                "gen": phase.gen.get_state(),
+                "torch_rng": torch_states,
+                "cuda_rng": cuda_states if cuda_states[0] is not None else [],
+            }
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write_bytes(path, buf.getvalue())
+        dist.barrier()
+
+    def _resume(self, path: Path, phase: _Phase, images, kimg) -> None:
+        state = load_weights(path, self.device)
+        snap = state.get("snapshot")
+        key = self._fit_key(phase, images, kimg)
+        if state.get("format") != FORMAT or snap is None:
+            raise UsageError(f"{path} is not a training snapshot of this toolkit")
+        differs = [k for k in key if snap.get(k) != key[k]]
+        if differs or state.get("method") != self.method.name:
+            raise UsageError(
+                f"{path} is a snapshot of another fit ({', '.join(differs) or 'model'} differ); "
+                "delete it to start this fit from its beginning"
+            )
+        self.net.load_state_dict(state["net"], strict=True)
+        self.ema.load_state_dict(state["ema"], strict=True)
+        self.opt.load_state_dict(state["opt"])
+        self.nimg_total, self.nimg_phase = int(state["nimg_total"]), int(state["nimg_phase"])
+        phase.start, phase.losses = int(snap["done"]), snap["losses"].tolist()
+        phase.gen.set_state(snap["gen"])
+        torch.set_rng_state(snap["torch_rng"][dist.rank()])
+        if snap["cuda_rng"] and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(snap["cuda_rng"][dist.rank()], self.device)
+
+    @staticmethod
+    def drop_snapshot(path: str | Path | None) -> None:
+        """Remove a fit's snapshot once its result is saved (main process; idempotent)."""
+        if path is not None and dist.is_main():
+            Path(path).unlink(missing_ok=True)
 
     @torch.no_grad()
     def _update_ema(self):
@@ -206,7 +333,7 @@ class Trainer:
         w, r = dist.world(), dist.rank()
         mine = seeds[r::w]
         shape = self.method.shape(self.net_cfg)
-        net = self.ema
+        net = self.sampling_net()
         dtype = torch.bfloat16 if self.opts.dtype == "bf16" else torch.float32
         chunks = []
         starts = range(0, len(mine), batch)

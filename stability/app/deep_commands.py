@@ -34,6 +34,49 @@ def _schedule_options(p):
     p.add_argument("--ema-decay", type=float, default=None, help="EMA decay per step (overrides)")
 
 
+def _augment_option(p):
+    """EDM's non-leaking augmentation (deep.augment), shared by `deep retrain` and `deep train`."""
+    p.add_argument(
+        "--augment",
+        type=float,
+        default=None,
+        metavar="P",
+        help="EDM augmentation probability (default: the paper's runs, 0.12 on cifar10=, "
+        "0.15 on ffhq=, 0 on other data; other models: 0)",
+    )
+
+
+def _latents_option(p):
+    p.add_argument(
+        "--latents",
+        default=None,
+        help="dtype of the per-seed latents: float32 (default; the official generator's) "
+        "| float64 (this toolkit's earlier draws)",
+    )
+
+
+def _fit_reporting_options(p):
+    """Snapshots and status lines of long fits, shared by `deep retrain` and `deep train`."""
+    p.add_argument(
+        "--snap-kimg",
+        type=float,
+        default=None,
+        help="snapshot the training state every this many kimg inside a fit; a rerun resumes it",
+    )
+    p.add_argument(
+        "--status-kimg",
+        type=float,
+        default=None,
+        help="status line every this many kimg when stderr is not a terminal (default 50)",
+    )
+    p.add_argument(
+        "--status-sec",
+        type=float,
+        default=None,
+        help="... or every this many seconds, whichever comes first (default 60)",
+    )
+
+
 def retrain_parser():
     p = ArgParser(
         prog="stability deep retrain",
@@ -89,6 +132,14 @@ def retrain_parser():
         help="DDPM: do not clamp the denoised estimate x0 to [-1, 1] at each DDIM step",
     )
     p.add_argument(
+        "--ddim-spacing",
+        default=None,
+        help="DDPM: DDIM timesteps, diffusers' conventions: leading (default; the DDIM paper's "
+        "and ddpm-torch's) | trailing | linspace",
+    )
+    _augment_option(p)
+    _latents_option(p)
+    p.add_argument(
         "--features",
         default=None,
         help="feature space of FID/precision/recall: auto | digits | pixels | inception=FILE | none",
@@ -100,6 +151,7 @@ def retrain_parser():
     p.add_argument("--rampup", default=None, help="restart (the paper's) | continue | none")
     p.add_argument("--n-fresh", type=int, default=None)
     p.add_argument("--subsample-size", type=int, default=None)
+    _fit_reporting_options(p)
     p.add_argument(
         "--quick", action="store_true", help="digits, tiny network, 3 iterations on a CPU"
     )
@@ -129,7 +181,8 @@ def main_retrain(argv) -> int:
     if args.compile:
         given["compile"] = True
     cfg = quick_config(**given) if args.quick else DeepConfig(**given)
-    result = run_deep(cfg, args.out, progress=sys.stderr.isatty() and not args.json)
+    tty = sys.stderr.isatty()
+    result = run_deep(cfg, args.out, progress=tty and not args.json, status=not tty)
     from deep import dist
 
     if dist.is_main():
@@ -162,7 +215,13 @@ def train_parser():
         "--lr", type=float, default=None, help="default: the model's (EDM 1e-3, others 2e-4)"
     )
     _schedule_options(p)
-    p.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
+    _augment_option(p)
+    _fit_reporting_options(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint file to write (.pt); OUT.snap holds the snapshots, OUT.log the status",
+    )
     _common(p)
     return p
 
@@ -183,20 +242,20 @@ def _checkpoint_network(path, model: str):
     return stored, net_from_dict(stored, state["net_cfg"]), state
 
 
-def main_train(argv) -> int:
-    from deep import dist
-    from deep.data import load_images
-    from deep.retrain import DeepConfig, net_config
-    from deep.train import Trainer
+def _train_config(args):
+    """The DeepConfig of `deep train`'s options (defaults where an option is not given)."""
+    from deep.retrain import DeepConfig, check_run_options
 
-    args = train_parser().parse_args(argv)
-    if not args.kimg > 0:
-        raise UsageError(f"kimg must be > 0, got {args.kimg}")
-    data = load_images(args.data, resolution=args.resolution)
-    images = data.images[: args.n] if args.n else data.images
+    reporting = {
+        k: getattr(args, k)
+        for k in ("snap_kimg", "status_kimg", "status_sec")
+        if getattr(args, k) is not None
+    }
     cfg = DeepConfig(
+        data=args.data,
         model=args.model,
         net=args.net,
+        augment=args.augment,
         batch=args.batch,
         lr=args.lr,
         lr_rampup_kimg=args.lr_rampup_kimg,
@@ -205,7 +264,25 @@ def main_train(argv) -> int:
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,
+        **reporting,
     )
+    check_run_options(cfg)
+    return cfg
+
+
+def main_train(argv) -> int:
+    from deep import dist
+    from deep.data import load_images
+    from deep.retrain import net_config
+    from deep.status import StatusLog
+    from deep.train import Trainer
+
+    args = train_parser().parse_args(argv)
+    if not args.kimg > 0:
+        raise UsageError(f"kimg must be > 0, got {args.kimg}")
+    cfg = _train_config(args)
+    data = load_images(args.data, resolution=args.resolution)
+    images = data.images[: args.n] if args.n else data.images
     net = net_config(cfg, data.channels, data.resolution)
     if args.init:
         from deep.train import FORMAT, load_weights
@@ -221,9 +298,19 @@ def main_train(argv) -> int:
     trainer = Trainer(net, cfg.train_options(), args.seed or 0, cfg.method())
     if args.init:
         trainer.load(args.init, resume=False)
-    loss = trainer.train(images, args.kimg, progress=sys.stderr.isatty())
+    tty = sys.stderr.isatty()
+    snapshot = f"{args.out}.snap" if cfg.snap_kimg else None
+    status = None
+    if not tty and dist.is_main():
+        status = StatusLog(
+            sys.stderr, f"{args.out}.log", cfg.status_kimg, cfg.status_sec, trainer.device
+        )
+    loss = trainer.train(
+        images, args.kimg, progress=tty, snapshot=snapshot, snap_kimg=cfg.snap_kimg, status=status
+    )
     if dist.is_main():
         trainer.save(args.out)
+        trainer.drop_snapshot(snapshot)
         print(f"trained {args.kimg:g} kimg, final loss {loss:.4g}; wrote {args.out}")
     dist.shutdown()
     return 0
@@ -245,6 +332,14 @@ def generate_parser():
     p.add_argument("--s-churn", type=float, default=0.0, help="EDM stochasticity")
     p.add_argument("--ode-solver", default="dopri5", help="OT-CFM: dopri5 | euler")
     p.add_argument("--ode-tol", type=float, default=1e-5)
+    p.add_argument(
+        "--ddim-spacing", default="leading", help="DDPM: leading (default) | trailing | linspace"
+    )
+    p.add_argument(
+        "--latents",
+        default="float32",
+        help="dtype of the per-seed latents: float32 (the official generator's) | float64",
+    )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--out", required=True, help="FILE.zip or an empty/new folder of PNGs")
     _common(p)
@@ -262,13 +357,21 @@ def main_generate(argv) -> int:
         raise UsageError(f"n must be >= 1, got {args.n}")
     model, net, _ = _checkpoint_network(args.ckpt, None)
     if model == "edm":
-        method = make_method("edm", steps=args.steps or 18, s_churn=args.s_churn)
+        method = make_method(
+            "edm", steps=args.steps or 18, s_churn=args.s_churn, latents=args.latents
+        )
     elif model == "otcfm":
         method = make_method(
-            "otcfm", solver=args.ode_solver, tol=args.ode_tol, euler_steps=args.steps or 100
+            "otcfm",
+            solver=args.ode_solver,
+            tol=args.ode_tol,
+            euler_steps=args.steps or 100,
+            latents=args.latents,
         )
     else:
-        method = make_method("ddpm", ddim_steps=args.steps or 100)
+        method = make_method(
+            "ddpm", ddim_steps=args.steps or 100, spacing=args.ddim_spacing, latents=args.latents
+        )
     dist.init(args.device)
     trainer = Trainer(
         net, TrainOptions(device=args.device, dtype=args.dtype), args.seed or 0, method

@@ -11,7 +11,7 @@ pytest.importorskip("sklearn")
 
 from deep import retrain as dr  # noqa: E402
 from deep.data import load_images  # noqa: E402
-from deep.train import Trainer  # noqa: E402
+from deep.train import Trainer, load_weights  # noqa: E402
 
 TINY = dict(
     data="digits:16",
@@ -33,7 +33,7 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("deep") / "run"
-    return dr.run_deep(dr.DeepConfig(lam=0.5, **TINY), out), out
+    return dr.run_deep(dr.DeepConfig(lam=0.5, **TINY), out, status=True), out
 
 
 def test_run_folder(tiny_run):
@@ -55,6 +55,19 @@ def test_run_folder(tiny_run):
     assert metrics["1"]["param_distance"] < metrics["1"]["param_distance_random_init"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["options"]["lam"] == 0.5 and cfg["options"]["rampup"] == "restart"
+    # The augmentation actually used (digits: none), the latents and the DDIM spacing are part
+    # of the run; snapshots and status lines are not (they change no number).
+    opts = cfg["options"]
+    assert (opts["augment"], opts["latents"], opts["ddim_spacing"]) == (0.0, "float32", "leading")
+    assert not {"snap_kimg", "status_kimg", "status_sec"} & set(opts)
+    # Status lines (status=True, as the CLI does when stderr is not a terminal) in DIR/log.txt.
+    log = (out / "log.txt").read_text().splitlines()
+    for t in range(3):
+        fits = [ln for ln in log if ln.startswith(f"[fit t={t}] kimg ")]
+        total = TINY["kimg"] if t else TINY["init_kimg"]
+        assert fits and fits[-1].split()[3] == f"{total:.3f}/{total:.3f}", fits
+        assert f"[generate t={t}] 48 images in " in "\n".join(log)
+        assert any(ln.startswith(f"[metrics] t = {t}: loss = ") for ln in log)
     for f in result["figures"]:
         assert open(f, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "loss" in (out / "summary.csv").read_text()
@@ -104,6 +117,59 @@ def test_resume_replays_finished_phases(tiny_run, tmp_path, monkeypatch):
         assert np.array_equal(load_images(f"zip={a}").images, load_images(f"zip={b}").images)
 
 
+def test_a_fit_killed_after_a_snapshot_resumes_to_the_same_run(tiny_run, tmp_path, monkeypatch):
+    """--snap-kimg inside the loop: killed right after the first snapshot of the fit of t = 1,
+    the rerun resumes that fit from it and ends with the uninterrupted run's numbers."""
+    _, reference = tiny_run
+    cfg = dr.DeepConfig(lam=0.5, snap_kimg=0.032, **TINY)  # t = 0: 8 steps, t = 1, 2: 4 steps
+    real = Trainer._write_snapshot
+    writes = []
+
+    def write_then_die(self, path, *args, **kwargs):
+        real(self, path, *args, **kwargs)
+        writes.append(path.name)
+        if path.name == "snap_t1.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_write_snapshot", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        dr.run_deep(cfg, tmp_path / "r")
+    assert writes == ["snap_t0.pt"] * 3 + ["snap_t1.pt"]
+    ck = tmp_path / "r" / "checkpoints"
+    assert (ck / "snap_t1.pt").exists() and not (ck / "snap_t0.pt").exists()
+    monkeypatch.setattr(Trainer, "_write_snapshot", real)
+    dr.run_deep(cfg, tmp_path / "r")
+    assert not list(ck.glob("snap_*"))
+    assert (tmp_path / "r" / "summary.csv").read_bytes() == (reference / "summary.csv").read_bytes()
+    for t in range(3):
+        a, b = (
+            load_weights(ck / f"train_t{t}.pt"),
+            load_weights(reference / "checkpoints" / f"train_t{t}.pt"),
+        )
+        assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
+
+
+def test_augmentation_defaults_and_networks():
+    from deep.methods import EDMMethod
+
+    for data, model, p in [
+        ("cifar10=/data", "edm", 0.12),
+        ("ffhq=/data.zip", "edm", 0.15),
+        ("digits:16", "edm", 0.0),
+        ("cifar10=/data", "otcfm", 0.0),
+        ("cifar10=/data", "ddpm", 0.0),
+    ]:
+        cfg = dr.DeepConfig(data=data, model=model)
+        assert cfg.augment_probability() == p and cfg.options()["augment"] == p
+    edm = dr.DeepConfig(data="cifar10=/data")
+    assert isinstance(edm.method(), EDMMethod) and edm.method().augment == 0.12
+    assert dr.net_config(edm, 3, 32).augment_dim == 9
+    assert dr.net_config(dr.DeepConfig(data="cifar10=/d", model="ddpm"), 3, 32).augment_dim == 0
+    # A tiny network gains the augmentation input only when augmentation is on.
+    assert dr.net_config(dr.DeepConfig(net="tiny"), 1, 16).augment_dim == 0
+    assert dr.net_config(dr.DeepConfig(net="tiny", augment=0.2), 1, 16).augment_dim == 9
+
+
 def test_fully_synthetic_and_fixed_seeds(tmp_path):
     res = dr.run_deep(
         dr.DeepConfig(lam=math.inf, fixed_seeds=True, **{**TINY, "iterations": 1}), tmp_path / "f"
@@ -142,6 +208,10 @@ def test_init_from_a_checkpoint_and_generate(cli, tmp_path):
         ck,
     )
     assert proc.returncode == 0, proc.stderr
+    # stderr is not a terminal here: status lines instead of a progress bar, also in OUT.log.
+    status = [ln for ln in proc.stderr.splitlines() if ln.startswith("[fit] kimg ")]
+    assert status and status[-1].split()[2] == "0.064/0.064"
+    assert (tmp_path / "base.pt.log").read_text().splitlines() == status
     proc = cli(
         "deep",
         "retrain",
@@ -170,6 +240,8 @@ def test_init_from_a_checkpoint_and_generate(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert set(out["metrics"]) == {"0", "1"}
+    assert "[fit t=1] kimg 0.032/0.032" in proc.stderr
+    assert "[fit t=1] kimg 0.032/0.032" in (tmp_path / "run" / "log.txt").read_text()
     proc = cli(
         "deep", "generate", "--ckpt", ck, "--n", "6", "--steps", "3", "--out", tmp_path / "g.zip"
     )
@@ -218,6 +290,11 @@ def test_evaluate_command(cli, tmp_path):
         ["--data", "digits:16", "--init", "/no/such.pt"],
         ["--data", "digits:16", "--rampup", "sometimes"],
         ["--data", "digits:16", "--policy", "accumulate", "--lam", "inf"],
+        ["--data", "digits:16", "--augment", "1.5"],
+        ["--data", "digits:16", "--model", "ddpm", "--augment", "0.12"],
+        ["--data", "digits:16", "--latents", "float16"],
+        ["--data", "digits:16", "--model", "ddpm", "--ddim-spacing", "uniform"],
+        ["--data", "digits:16", "--snap-kimg", "0"],
     ],
     ids=lambda a: " ".join(a),
 )

@@ -16,7 +16,7 @@ from deep.train import Trainer, TrainOptions, load_weights  # noqa: E402
 from deep.unet import SongUNet, UNetConfig, count_parameters, official_layout  # noqa: E402
 from stability.stats import mean_interval  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -275,3 +275,64 @@ def test_song_unet_shapes_for_any_size():
     net = SongUNet(UNetConfig.tiny(16, 3))
     out = net(torch.randn(2, 3, 16, 16), torch.randn(2))
     assert out.shape == (2, 3, 16, 16)
+
+
+# ---- per-seed latents as the official generator draws them ---------------------------------
+
+
+@pytest.mark.parametrize("seeds", [[0], [7, 3, 2**31 + 5]])
+def test_latents_are_one_float32_stream_per_seed(seeds):
+    """The latent of seed k is the first float32 draw, shape (C, H, W), of a fresh
+    torch.Generator seeded with k; the sampler's later draws continue that stream in float64."""
+    from deep.edm import image_noise
+
+    shape = (3, 5, 4)
+    noises = image_noise(seeds, shape, 3)
+    for i, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        first = torch.randn(shape, generator=g, dtype=torch.float32)
+        second = torch.randn(shape, generator=g, dtype=torch.float64)
+        third = torch.randn(shape, generator=g, dtype=torch.float64)
+        assert torch.equal(noises[0][i], first.double())
+        assert torch.equal(noises[1][i], second) and torch.equal(noises[2][i], third)
+    # --latents float64: the earlier convention, every draw float64.
+    old = image_noise(seeds, shape, 1, latents="float64")[0]
+    for i, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        assert torch.equal(old[i], torch.randn(shape, generator=g, dtype=torch.float64))
+    with pytest.raises(ValueError, match="latents"):
+        image_noise(seeds, shape, 1, latents="float16")
+
+
+def test_stochastic_heun_sample_follows_the_official_algorithm_seed_by_seed():
+    """EDM's Algorithm 2 with S_churn written out here for one seed at a time: latent = the
+    seed's float32 draw times t_0; at every step i the stream's next float64 draw is the churn
+    noise (drawn even where gamma_i = 0, outside [S_tmin, S_tmax]); Euler step, then Heun's
+    correction except on the last step. The batched sampler gives the same images."""
+    mu, s = 0.2, 0.5
+    den = GaussianDenoiser(mu, s)
+    cfg = SamplerConfig(steps=7, s_churn=3.0, s_tmin=0.05, s_tmax=10.0, s_noise=1.007)
+    shape, seeds = (1, 3, 3), [11, 4, 2**33 + 1]
+    out = heun_sample(den, seeds, shape, cfg, dtype=torch.float64)
+    n, rho = cfg.steps, cfg.rho
+    a, b = cfg.sigma_max ** (1 / rho), cfg.sigma_min ** (1 / rho)
+    t = [(a + i / (n - 1) * (b - a)) ** rho for i in range(n)] + [0.0]
+
+    def d(x, sigma):  # the network sees sigma in float32, as EDMPrecond casts it
+        sigma = float(torch.tensor(sigma, dtype=torch.float32))
+        return mu + s**2 / (s**2 + sigma**2) * (x - mu)
+
+    for k, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(shape, generator=g, dtype=torch.float32).double() * t[0]
+        for i in range(n):
+            eps = torch.randn(shape, generator=g, dtype=torch.float64)
+            gamma = min(cfg.s_churn / n, math.sqrt(2) - 1) if 0.05 <= t[i] <= 10.0 else 0.0
+            t_hat = t[i] * (1 + gamma)
+            x_hat = x + math.sqrt(t_hat**2 - t[i] ** 2) * cfg.s_noise * eps
+            slope = (x_hat - d(x_hat, t_hat)) / t_hat
+            x = x_hat + (t[i + 1] - t_hat) * slope
+            if i < n - 1:
+                slope2 = (x - d(x, t[i + 1])) / t[i + 1]
+                x = x_hat + (t[i + 1] - t_hat) * (slope + slope2) / 2
+        assert torch.allclose(out[k], x, rtol=0, atol=1e-12)
