@@ -1,6 +1,6 @@
 """Train a tiny EDM for a few steps (one process, or several under torchrun) and save it.
 
-Used by tests/test_deep_edm.py to compare a 2-process gloo run with a single-process run.
+Used by tests/deep/test_deep_edm.py to compare a 2-process gloo run with a single-process run.
 """
 
 import sys
