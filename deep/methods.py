@@ -65,6 +65,20 @@ class OTCFMNet:
 
     @staticmethod
     def tiny(resolution: int = 16, channels: int = 1) -> OTCFMNet:
+        """A small torchcfm U-Net for tests and CPU runs (32 channels, one residual block).
+
+        Parameters
+        ----------
+        resolution : int
+            Image side H = W; attention is placed at resolution // 2.
+        channels : int
+            Image channels C.
+
+        Returns
+        -------
+        OTCFMNet
+            The settings, dropout 0.
+        """
         return OTCFMNet(channels, resolution, 32, 1, (1, 2), 1, -1, str(resolution // 2), 0.0)
 
 
@@ -84,9 +98,22 @@ class Method:
         self.latents = latents
 
     def build(self, cfg) -> torch.nn.Module:
+        """The network this method trains, from its configuration ``cfg``.
+
+        Parameters
+        ----------
+        cfg : UNetConfig or OTCFMNet
+            Network settings (channels, resolution, widths).
+
+        Returns
+        -------
+        torch.nn.Module
+            The untrained network.
+        """
         raise NotImplementedError
 
     def shape(self, cfg) -> tuple[int, int, int]:
+        """The image shape (C, H, W) that the network configuration ``cfg`` works on."""
         return (cfg.channels, cfg.resolution, cfg.resolution)
 
     def loss(self, net, x, gen: torch.Generator, batch: int, sl: slice) -> torch.Tensor:
@@ -98,6 +125,7 @@ class Method:
         raise NotImplementedError
 
     def options(self) -> dict:
+        """The method's settings as a JSON-able dict, recorded in the run's config.json."""
         return {}
 
 
@@ -117,6 +145,10 @@ class EDMMethod(Method):
         self._loss = EDMLoss()
 
     def build(self, cfg: UNetConfig):
+        """EDM's preconditioned network D(x; sigma) around the DDPM++ U-Net of ``cfg``.
+
+        Raises UsageError when augmentation is on and the network has no augmentation inputs.
+        """
         if self.pipe is not None and cfg.augment_dim != AUGMENT_DIM:
             raise UsageError(
                 f"--augment needs a network with {AUGMENT_DIM} augmentation inputs; "
@@ -125,6 +157,10 @@ class EDMMethod(Method):
         return EDMPrecond(cfg)
 
     def loss(self, net, x, gen, batch, sl):
+        """EDM loss lambda(sigma) ||D(y + n; sigma) - y||^2 per image, shape (len(x),).
+
+        Karras et al. 2022, eq. 8 and Table 1: ln sigma ~ N(P_mean, P_std^2), n ~ N(0, sigma^2 I).
+        """
         labels = None
         if self.pipe is not None:  # drawn first, so that P = 0 leaves the stream as it was
             x, labels = self.pipe(x, gen, batch, sl)
@@ -133,9 +169,11 @@ class EDMMethod(Method):
         return self._loss(net, x, normal, noise, labels)
 
     def sample(self, net, seeds, shape, device, dtype):
+        """Heun sampler (Karras et al. 2022, Algorithm 2) from per-seed latents; (len(seeds), C, H, W)."""
         return heun_sample(net, seeds, shape, self.sampler, device, dtype, self.latents)
 
     def options(self):
+        """Sampler settings, augmentation probability and latent dtype, for config.json."""
         return {**asdict(self.sampler), "augment": self.augment, "latents": self.latents}
 
 
@@ -146,6 +184,26 @@ def _ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> tuple[np.ndarray
 
 
 class OTCFMMethod(Method):
+    """OT conditional flow matching (Tong et al. 2023) with the torchcfm CIFAR-10 network.
+
+    The loss regresses v(t, x_t) on u_t = x_1 - x_0 along x_t = (1 - t) x_0 + t x_1 + sigma eps
+    (Tong et al. 2023, with x_0, x_1 paired by the minibatch OT plan), and sampling integrates dx/dt = v(t, x) from
+    t = 0 to 1.
+
+    Parameters
+    ----------
+    sigma : float
+        Width of the Gaussian probability path (0 in the paper).
+    solver : {"dopri5", "euler"}
+        ODE solver of the sampler.
+    tol : float
+        rtol = atol of dopri5.
+    euler_steps : int
+        Number of Euler steps on [0, 1].
+    latents : str
+        dtype of the per-seed latent draws (deep.edm.LATENTS).
+    """
+
     name = "otcfm"
     ema_decay = 0.9999
     grad_clip = 1.0
@@ -169,6 +227,7 @@ class OTCFMMethod(Method):
         self.fm = ExactOptimalTransportConditionalFlowMatcher(sigma=sigma)
 
     def build(self, cfg: OTCFMNet):
+        """torchcfm's ``UNetModelWrapper`` v(t, x) with the settings of ``cfg``."""
         from torchcfm.models.unet.unet import UNetModelWrapper
 
         return UNetModelWrapper(
@@ -183,6 +242,9 @@ class OTCFMMethod(Method):
         )
 
     def loss(self, net, x, gen, batch, sl):
+        """Per-image flow-matching loss ||v(t, x_t) - (x_1 - x_0)||^2 / D with x_0 ~ N(0, I) paired to
+        the images x (B_local, C, H, W) by the exact minibatch OT plan; shape (B_local,).
+        """
         # Under DDP the OT plan couples each process's slice only, as torchcfm's multi-GPU
         # training does: the minibatch OT is then over batch / W images.
         local = x.shape[0]
@@ -207,6 +269,7 @@ class OTCFMMethod(Method):
 
     @torch.no_grad()
     def sample(self, net, seeds, shape, device, dtype):
+        """x(1) of dx/dt = v(t, x), x(0) the per-seed latents; float64 (len(seeds), C, H, W) in [-1, 1]."""
         from torchdiffeq import odeint
 
         x0 = image_noise(seeds, shape, 1, self.latents, device)[0].to(device, dtype)
@@ -224,6 +287,7 @@ class OTCFMMethod(Method):
         return out[-1].clamp(-1, 1).double()
 
     def options(self):
+        """Flow-matching width, ODE solver settings and latent dtype, for config.json."""
         return {
             "sigma": self.sigma,
             "solver": self.solver,
@@ -273,6 +337,26 @@ def ddim_timesteps(train_steps: int, steps: int, spacing: str = "leading") -> np
 
 
 class DDPMMethod(Method):
+    """DDPM (Ho et al. 2020) trained with the simple loss and sampled with DDIM (Song et al. 2021).
+
+    Parameters
+    ----------
+    steps : int
+        Number T of diffusion steps; beta_t is linear from ``beta_start`` to ``beta_end``.
+    beta_start, beta_end : float
+        Ends of the linear beta schedule.
+    ddim_steps : int
+        Number S of DDIM sampling steps.
+    eta : float
+        DDIM stochasticity (0: deterministic).
+    clip_denoised : bool
+        Clamp the predicted clean image x0_hat to [-1, 1] at each step.
+    spacing : {"leading", "trailing", "linspace"}
+        DDIM timestep spacing (see ``ddim_timesteps``).
+    latents : str
+        dtype of the per-seed latent draws (deep.edm.LATENTS).
+    """
+
     name = "ddpm"
     default_lr = 2e-4
     default_rampup_kimg = 640.0
@@ -297,9 +381,13 @@ class DDPMMethod(Method):
         self.alpha_bar = torch.cumprod(1 - betas, 0)
 
     def build(self, cfg: UNetConfig):
+        """The noise predictor eps(x_t, t) on this project's U-Net with the settings of ``cfg``."""
         return _DDPMNet(cfg, self.steps)
 
     def loss(self, net, x, gen, batch, sl):
+        """Simple loss ||eps - eps_theta(sqrt(ab_t) x + sqrt(1 - ab_t) eps, t)||^2 / D per image
+        (Ho et al. 2020, eq. 14), t uniform on {0, ..., T - 1}; x (B_local, C, H, W), returns (B_local,).
+        """
         t = torch.randint(0, self.steps, (batch,), generator=gen)[sl]
         eps = torch.randn((batch, *x.shape[1:]), generator=gen)[sl].to(x.device)
         ab = self.alpha_bar[t].to(x.device, torch.float32).reshape(-1, 1, 1, 1)
@@ -346,6 +434,7 @@ class DDPMMethod(Method):
         return x.clamp(-1, 1)
 
     def options(self):
+        """Beta schedule, DDIM settings and latent dtype, for config.json."""
         return {
             "steps": self.steps,
             "beta_start": self.beta_start,
@@ -372,9 +461,11 @@ def make_method(name: str, **options) -> Method:
 
 
 def net_to_dict(cfg) -> dict:
+    """The network configuration dataclass ``cfg`` as a JSON-able dict (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 
 def net_from_dict(method: str, d: dict):
+    """Inverse of ``net_to_dict``: an OTCFMNet for ``method == "otcfm"``, else a UNetConfig."""
     d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     return OTCFMNet(**d) if method == "otcfm" else UNetConfig(**d)
