@@ -27,6 +27,7 @@ class GaussianMLE:
         self.fixed_cov = None if cov is None else np.asarray(cov, dtype=float)
 
     def fit(self, data: PointSet) -> None:
+        """Per-run mean mu (R, d) and covariance Sigma (R, d, d) of x (R, N, d), divisor N - ddof."""
         x = data.x
         self.mu = x.mean(axis=1)
         if self.fixed_cov is not None:
@@ -36,12 +37,14 @@ class GaussianMLE:
         self.cov = np.matmul(c.transpose(0, 2, 1), c) / (x.shape[1] - self.ddof)
 
     def sample(self, k: int, rng) -> PointSet:
+        """k draws mu + chol(Sigma) z, z ~ N(0, I), per run: PointSet (R, k, d)."""
         r, d = self.mu.shape
         chol = np.linalg.cholesky(self.cov)
         z = rng.standard_normal((r, k, d))
         return PointSet(self.mu[:, None, :] + np.matmul(z, chol.transpose(0, 2, 1)))
 
     def state(self) -> dict:
+        """The fitted ``mu`` (R, d) and ``cov`` (R, d, d)."""
         return {"mu": self.mu, "cov": self.cov}
 
 
@@ -49,12 +52,15 @@ class BernoulliMLE:
     """P(x = 1) refit by the empirical frequency, per run. Data: PointSet of 0/1, (R, N, 1)."""
 
     def fit(self, data: PointSet) -> None:
+        """p = mean of the 0/1 data (R, N, 1), per run: shape (R,)."""
         self.p = data.x[:, :, 0].mean(axis=1)
 
     def sample(self, k: int, rng) -> PointSet:
+        """k Bernoulli(p) draws per run: PointSet of 0.0/1.0, (R, k, 1)."""
         return PointSet((rng.random((self.p.size, k, 1)) < self.p[:, None, None]).astype(float))
 
     def state(self) -> dict:
+        """The fitted ``p``, shape (R,)."""
         return {"p": self.p}
 
 
@@ -72,6 +78,7 @@ class LinearRegressionOLS:
         self.design = None
 
     def fit(self, data: PointSet) -> None:
+        """w = (X^T X)^{-1} X^T y per run, shape (R, d), from data (R, N, d + 1) = (X, y)."""
         x, y = data.x[:, :, :-1], data.x[:, :, -1]
         xt = x.transpose(0, 2, 1)
         self.w = np.linalg.solve(np.matmul(xt, x), np.matmul(xt, y[:, :, None]))[:, :, 0]
@@ -79,12 +86,14 @@ class LinearRegressionOLS:
             self.design = x
 
     def sample(self, k: int, rng) -> PointSet:
+        """k labelled points (x, x^T w + sigma z), z ~ N(0, 1): PointSet (R, k, d + 1)."""
         r, d = self.w.shape
         x = self.design[:, :k] if self.fixed_design else rng.standard_normal((r, k, d))
         y = np.matmul(x, self.w[:, :, None])[:, :, 0] + self.sigma * rng.standard_normal((r, k))
         return PointSet(np.concatenate([x, y[:, :, None]], axis=2))
 
     def state(self) -> dict:
+        """The fitted ``w``, shape (R, d)."""
         return {"w": self.w}
 
 
@@ -101,6 +110,7 @@ class WeightedMean:
         self.sigma = sigma
 
     def fit(self, data: PointSet) -> None:
+        """mu = w mean(real) + (1 - w) mean(synthetic) per run, shape (R,), from data (R, N, 2)."""
         v, real = data.x[:, :, 0], data.x[:, :, 1]
         n_real, n_syn = real.sum(axis=1), (1 - real).sum(axis=1)
         m_real = (v * real).sum(axis=1) / n_real
@@ -109,8 +119,10 @@ class WeightedMean:
         self.mu = np.where(n_syn > 0, self.weight * m_real + (1 - self.weight) * m_syn, m_real)
 
     def sample(self, k: int, rng) -> PointSet:
+        """k draws N(mu, sigma^2) per run, tagged 0 (synthetic): PointSet (R, k, 2)."""
         v = self.mu[:, None] + self.sigma * rng.standard_normal((self.mu.size, k))
         return PointSet(np.stack([v, np.zeros_like(v)], axis=2))
 
     def state(self) -> dict:
+        """The fitted ``mu``, shape (R,)."""
         return {"mu": self.mu}
