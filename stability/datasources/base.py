@@ -64,4 +64,5 @@ class DataSource:
         return None
 
     def describe(self) -> str:
+        """One line that says what the data are (default: the name)."""
         return self.name

@@ -65,6 +65,7 @@ class GridData(DataSource):
         return cls(arr[:, 0], arr[:, 1], name=f"grid {file.name}")
 
     def nodes(self):
+        """4 Gauss-Legendre points per cell weighted by the linear density: (4 (K - 1), 1), weights sum 1."""
         z, gw = gauss_legendre(4)
         t = 0.5 * (z + 1)  # position inside each cell, in [0, 1]
         d0, d1 = self.density[:-1, None], self.density[1:, None]
@@ -73,6 +74,7 @@ class GridData(DataSource):
         return pts.reshape(-1, 1), w.reshape(-1) / w.sum()
 
     def cdf(self, t):
+        """The piecewise quadratic CDF at points t of any shape (0 left of the grid, 1 right of it)."""
         t = np.asarray(t, dtype=float)
         k = np.clip(np.searchsorted(self.x, t, side="right") - 1, 0, self.h.size - 1)
         s = np.clip(t - self.x[k], 0.0, self.h[k])
@@ -81,6 +83,7 @@ class GridData(DataSource):
         return np.where(t < self.x[0], 0.0, np.where(t >= self.x[-1], 1.0, inside))
 
     def sample(self, rng, n):
+        """n draws by exact inversion of the piecewise quadratic CDF, shape (n, 1)."""
         u = rng.random(n)
         k = np.clip(np.searchsorted(self.cum, u, side="right") - 1, 0, self.h.size - 1)
         d0, d1, h = self.density[k], self.density[k + 1], self.h[k]
@@ -97,4 +100,5 @@ class GridData(DataSource):
         return np.interp(np.asarray(t, dtype=float).reshape(-1), self.x, self.density, 0, 0)
 
     def describe(self) -> str:
+        """The name, the number of grid points and their range."""
         return f"{self.name}: density on {self.x.size} points in [{self.x[0]:g}, {self.x[-1]:g}]"

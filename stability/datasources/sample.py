@@ -62,6 +62,7 @@ class SampleData(DataSource):
         return cls(arr, name=file.name)
 
     def nodes(self):
+        """The points (N, dim) and their weights (N,) (1/N unless reweighted)."""
         return self.points, self.weights
 
     def sample(self, rng, n):
@@ -70,6 +71,7 @@ class SampleData(DataSource):
         return self.points[idx]
 
     def cdf(self, x):
+        """Weighted empirical CDF sum_i w_i 1[x_i <= x] at 1D points x of any shape."""
         if self.dim != 1:
             raise UsageError("the CDF of a sample is defined for 1D data only")
         table = self.__dict__.get("_cdf_table")
@@ -81,6 +83,7 @@ class SampleData(DataSource):
         return cum[np.searchsorted(xs, np.asarray(x, dtype=float), side="right")]
 
     def jumps(self):
+        """The distinct 1D points (every one is an atom), None in more dimensions."""
         return np.unique(self.points[:, 0]) if self.dim == 1 else None
 
     def reweighted(self, weights: np.ndarray) -> SampleData:
@@ -98,6 +101,7 @@ class SampleData(DataSource):
         return out
 
     def describe(self) -> str:
+        """The sample's name, size and dimension."""
         return f"sample {self.name}: n = {self.size} points in R^{self.dim}" + (
             " (integers)" if self.discrete else ""
         )

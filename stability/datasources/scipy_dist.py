@@ -70,6 +70,12 @@ class ScipyData(DataSource):
         self.name = name if not self.params else f"{name}({_fmt(self.params)})"
 
     def nodes(self):
+        """Quadrature rule for E_data, computed once: nodes (N, 1), weights (N,) summing to 1.
+
+        Continuous: tanh-sinh nodes in quantile space, each half of (0, 1) from its nearer tail
+        (or a tabulated density when scipy finds quantiles by root finding); discrete: the atoms
+        between the 1e-15 quantiles, widened, with their probabilities.
+        """
         cache = self.__dict__.get("_nodes")
         if cache is None:
             cache = self._discrete_nodes() if self.discrete else self._continuous_nodes()
@@ -117,9 +123,11 @@ class ScipyData(DataSource):
         return k[keep][:, None], p[keep] / p[keep].sum()
 
     def sample(self, rng, n):
+        """n draws of the scipy distribution, shape (n, 1)."""
         return np.asarray(self.dist.rvs(size=n, random_state=rng), dtype=float).reshape(n, 1)
 
     def cdf(self, x):
+        """scipy's CDF at x, same shape as x."""
         return self.dist.cdf(x)
 
     def pdf(self, x):
@@ -127,15 +135,18 @@ class ScipyData(DataSource):
         return self.dist.pdf(np.asarray(x, dtype=float).reshape(-1))
 
     def has_mean(self) -> bool:
+        """True when scipy reports a finite mean."""
         with np.errstate(all="ignore"):
             return bool(np.isfinite(self.dist.mean()))
 
     def jumps(self):
+        """The atoms (N,) for a discrete distribution, None for a continuous one."""
         if self.discrete:
             return self.nodes()[0][:, 0]
         return None
 
     def describe(self) -> str:
+        """``scipy.stats.NAME(params) [discrete|continuous]``."""
         kind = "discrete" if self.discrete else "continuous"
         return f"scipy.stats.{self.dist_name}({_fmt(self.params)}) [{kind}]"
 
