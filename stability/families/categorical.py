@@ -45,15 +45,18 @@ class CategoricalFamily(Family):
         return np.rint(data_points(x)).astype(int)
 
     def logpdf(self, x, theta):
+        """log p(j; eta) = eta_j - log sum_i exp(eta_i), eta_0 = 0, shape (N,)."""
         logits = np.concatenate([[0.0], np.asarray(theta, dtype=float)])
         return logits[self._labels(x)] - special.logsumexp(logits)
 
     def score(self, x, theta):
+        """d/deta_i log p(j) = 1[j = i] - p_i for i = 1..K-1, shape (N, K - 1)."""
         p = self.probs(theta)
         onehot = np.eye(self.k)[self._labels(x)]
         return (onehot - p)[:, 1:]
 
     def hessian(self, x, theta):
+        """-(diag(q) - q q^T), q = (p_1..p_{K-1}), the same at every x; (N, K - 1, K - 1)."""
         q = self.probs(theta)[1:]
         h = -(np.diag(q) - np.outer(q, q))
         return np.broadcast_to(h, (self._labels(x).size, self.k - 1, self.k - 1)).copy()
@@ -63,17 +66,21 @@ class CategoricalFamily(Family):
         return 0.0
 
     def nodes(self, theta):
+        """The labels 0..K-1 (K, 1) and their probabilities (K,)."""
         return np.arange(self.k, dtype=float)[:, None], self.probs(theta)
 
     def sample(self, rng, n, theta):
+        """n labels drawn with the probabilities softmax(0, eta), as floats; (n, 1)."""
         return rng.choice(self.k, size=n, p=self.probs(theta)).astype(float)[:, None]
 
     def cdf(self, x, theta):
+        """P(J <= floor(x)) = sum_{j <= x} p_j."""
         cum = np.cumsum(self.probs(theta))
         i = np.floor(np.asarray(x, dtype=float)).astype(int)
         return np.where(i < 0, 0.0, cum[np.clip(i, 0, self.k - 1)])
 
     def check_data(self, x, w) -> None:
+        """Also refuses labels outside 0..K-1 and classes absent from the data (logit -> -inf)."""
         super().check_data(x, w)
         labels = x[:, 0]
         if np.any(labels != np.round(labels)) or np.any(labels < 0) or np.any(labels >= self.k):
@@ -89,12 +96,14 @@ class CategoricalFamily(Family):
             )
 
     def initial_guess(self, data) -> np.ndarray:
+        """The maximum-likelihood logits log(freq_j / freq_0), j = 1..K-1."""
         x, w = data.nodes()
         freq = np.bincount(np.rint(x[:, 0]).astype(int), weights=w, minlength=self.k)
         freq = np.maximum(freq[: self.k], 1e-12)
         return np.log(freq[1:] / freq[0])
 
     def describe(self) -> str:
+        """Bernoulli or categorical, and the logit parametrisation, in words."""
         if self.k == 2:
             return "Bernoulli on {0, 1}, theta = logit P(x = 1)"
         return f"categorical on 0..{self.k - 1}, theta = logits of classes 1..{self.k - 1} vs 0"

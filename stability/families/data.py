@@ -62,15 +62,18 @@ class GaussianMixture1D:
 
     @property
     def mean(self) -> np.ndarray:
+        """E[x] = sum_k w_k mu_k, shape (1,)."""
         return np.array([float(np.dot(self.weights, self.means))])
 
     @property
     def cov(self) -> np.ndarray:
+        """Var[x] = sum_k w_k (s_k^2 + mu_k^2) - E[x]^2, shape (1, 1)."""
         m = self.mean[0]
         second = sum(w * (s * s + mu * mu) for w, mu, s in zip(self.weights, self.means, self.sds))
         return np.array([[second - m * m]])
 
     def describe(self) -> str:
+        """The mixture as ``w_1 N(mu_1, s_1^2) + ...``."""
         parts = [f"{w:g} N({m:g}, {s:g}^2)" for w, m, s in zip(self.weights, self.means, self.sds)]
         return " + ".join(parts)
 
@@ -92,18 +95,23 @@ class GaussianData:
 
     @property
     def dim(self) -> int:
+        """Dimension d of x, from the mean's length."""
         return int(self.mean.shape[0])
 
     def nodes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Gaussian quadrature rule of N(mean, cov): nodes (N, d), weights (N,)."""
         return gaussian_nodes(self.mean, self.cov)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n draws mean + L z, L L^T = cov, shape (n, d)."""
         return self.mean + rng.standard_normal((n, self.dim)) @ np.linalg.cholesky(self.cov).T
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
+        """The normal CDF at 1D points x (UsageError in more dimensions)."""
         if self.dim != 1:
             raise UsageError("the CDF is defined here for 1D data only")
         return stats.norm.cdf(x, self.mean[0], math.sqrt(self.cov[0, 0]))
 
     def describe(self) -> str:
+        """The mean and covariance, rounded to 3 digits."""
         return f"N(mean={np.round(self.mean, 3).tolist()}, cov={np.round(self.cov, 3).tolist()})"

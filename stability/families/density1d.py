@@ -110,15 +110,18 @@ class DiscreteTable:
     mass: float
 
     def nodes(self):
+        """The atoms k (K, 1) and their normalised probabilities (K,)."""
         return self.k[:, None].astype(float), self.p / self.mass
 
     def cdf(self, t):
+        """P(K <= floor(t)) at points t of any shape."""
         t = np.asarray(t, dtype=float)
         cum = np.cumsum(self.p) / self.mass
         i = np.searchsorted(self.k, np.floor(t), side="right") - 1
         return np.where(i < 0, 0.0, cum[np.clip(i, 0, len(cum) - 1)])
 
     def sample(self, rng, n):
+        """n atoms drawn with the normalised probabilities, as floats, shape (n, 1)."""
         return rng.choice(self.k, size=n, p=self.p / self.p.sum()).astype(float)[:, None]
 
 

@@ -42,12 +42,14 @@ class GaussianFamily(Family):
         return theta[: self.dim], smat(theta[self.dim :])
 
     def valid(self, theta) -> bool:
+        """True when theta is finite and its precision Sigma^-1 is positive definite."""
         if not np.all(np.isfinite(theta)):
             return False
         _, prec = self.split(theta)
         return bool(np.linalg.eigvalsh(prec)[0] > 0)
 
     def logpdf(self, x, theta):
+        """log N(x; mu, Sigma) = (log det P - (x - mu)^T P (x - mu) - d log 2 pi) / 2, P = Sigma^-1; (N,)."""
         mu, prec = self.split(theta)
         v = np.asarray(x, dtype=float).reshape(-1, self.dim) - mu
         _, logdet = np.linalg.slogdet(prec)
@@ -55,23 +57,28 @@ class GaussianFamily(Family):
         return 0.5 * logdet - 0.5 * quad - 0.5 * self.dim * math.log(2 * math.pi)
 
     def score(self, x, theta):
+        """Gradient in theta = (mu, svec(P)) of log N(x; mu, P^-1) (stability.gaussian.score), (N, p)."""
         mu, prec = self.split(theta)
         return gaussian.score(np.asarray(x, dtype=float).reshape(-1, self.dim), mu, prec, "svec")
 
     def hessian(self, x, theta):
+        """Hessian in theta = (mu, svec(P)) (stability.gaussian.hessian; Proposition 2), (N, p, p)."""
         mu, prec = self.split(theta)
         return gaussian.hessian(np.asarray(x, dtype=float).reshape(-1, self.dim), mu, prec, "svec")
 
     def nodes(self, theta):
+        """Gaussian quadrature rule of N(mu, Sigma): nodes (N, d), weights (N,)."""
         mu, prec = self.split(theta)
         return gaussian_nodes(mu, inv_spd(prec))
 
     def sample(self, rng, n, theta):
+        """n draws mu + L z, L L^T = Sigma, shape (n, d)."""
         mu, prec = self.split(theta)
         chol = np.linalg.cholesky(inv_spd(prec))
         return mu + rng.standard_normal((n, self.dim)) @ chol.T
 
     def cdf(self, x, theta):
+        """The 1D normal CDF Phi((x - mu) sqrt(P)) (first coordinate only)."""
         mu, prec = self.split(theta)
         return stats.norm.cdf(x, mu[0], 1.0 / math.sqrt(prec[0, 0]))
 
@@ -80,6 +87,7 @@ class GaussianFamily(Family):
         return gaussian.lipschitz_constant(self.dim, "svec")
 
     def check_data(self, x, w) -> None:
+        """Also refuses data with a singular covariance (no likelihood maximiser)."""
         super().check_data(x, w)
         mean = w @ x / w.sum()
         cov = np.einsum("n,ni,nj->ij", w, x - mean, x - mean) / w.sum()
@@ -89,10 +97,12 @@ class GaussianFamily(Family):
             )
 
     def initial_guess(self, data) -> np.ndarray:
+        """The maximum-likelihood (mean, svec(cov^-1)) of the data, shape (p,)."""
         x, w = data.nodes()
         mean = w @ x
         cov = np.einsum("n,ni,nj->ij", w, x - mean, x - mean)
         return np.concatenate([mean, svec(inv_spd(cov))])
 
     def describe(self) -> str:
+        """The family, its dimension and its parametrisation, in words."""
         return f"Gaussian N(mu, Sigma) in R^{self.dim}, theta = (mu, svec(Sigma^-1))"

@@ -70,13 +70,16 @@ class GaussianMixtureFamily(Family):
         return g
 
     def logpdf(self, x, theta):
+        """log p(x) = logsumexp_k(log pi_k + log N(x; mu_k, sigma_k^2)), shape (N,)."""
         return self._parts(x, theta)[4]
 
     def score(self, x, theta):
+        """sum_k r_k grad a_k with responsibilities r_k, shape (N, 3K - 1)."""
         pi, sig, z, r, _ = self._parts(x, theta)
         return np.einsum("nk,nkp->np", r, self._grads(pi, sig, z))
 
     def hessian(self, x, theta):
+        """sum_k r_k (H_k + (g_k - s)(g_k - s)^T), s the score; shape (N, 3K - 1, 3K - 1)."""
         pi, sig, z, r, _ = self._parts(x, theta)
         k = self.k
         g = self._grads(pi, sig, z)
@@ -94,6 +97,7 @@ class GaussianMixtureFamily(Family):
         return h
 
     def valid(self, theta) -> bool:
+        """True when theta is finite and every log sd has |rho_k| < 30."""
         theta = np.asarray(theta, dtype=float)
         return bool(np.all(np.isfinite(theta)) and np.all(np.abs(theta[2 * self.k - 1 :]) < 30))
 
@@ -111,16 +115,19 @@ class GaussianMixtureFamily(Family):
         return x[:, None], w / w.sum()
 
     def sample(self, rng, n, theta):
+        """n draws: a component k ~ pi, then mu_k + sigma_k z; shape (n, 1)."""
         pi, mu, sig = self.split(theta)
         comp = rng.choice(self.k, size=n, p=pi)
         return (mu[comp] + sig[comp] * rng.standard_normal(n))[:, None]
 
     def cdf(self, x, theta):
+        """F(x) = sum_k pi_k Phi((x - mu_k) / sigma_k)."""
         pi, mu, sig = self.split(theta)
         x = np.asarray(x, dtype=float)
         return sum(p * stats.norm.cdf(x, m, s) for p, m, s in zip(pi, mu, sig))
 
     def lipschitz_window(self, theta):
+        """From the lowest mu_k - 12 sigma_k to the highest mu_k + 12 sigma_k."""
         _, mu, sig = self.split(theta)
         return float(np.min(mu - 12 * sig)), float(np.max(mu + 12 * sig))
 
@@ -135,6 +142,7 @@ class GaussianMixtureFamily(Family):
         return np.concatenate([np.zeros(self.k - 1), mus, np.full(self.k, math.log(sd))])
 
     def describe(self) -> str:
+        """The number of components and the parametrisation, in words."""
         return (
             f"Gaussian mixture with {self.k} components, theta = (logits vs component 1, "
             "means, log sds)"

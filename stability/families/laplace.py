@@ -38,18 +38,22 @@ class LaplaceFamily(Family):
         return np.abs(data_points(x) - self.loc)
 
     def logpdf(self, x, theta):
+        """log p(x; b) = -log(2 b) - |x - loc| / b, shape (N,)."""
         b = float(theta[0])
         return -math.log(2 * b) - self._dist(x) / b
 
     def score(self, x, theta):
+        """d/db log p = -1/b + |x - loc| / b^2, shape (N, 1)."""
         b = float(theta[0])
         return (-1.0 / b + self._dist(x) / b**2)[:, None]
 
     def hessian(self, x, theta):
+        """d^2/db^2 log p = 1/b^2 - 2 |x - loc| / b^3, shape (N, 1, 1)."""
         b = float(theta[0])
         return (1.0 / b**2 - 2 * self._dist(x) / b**3)[:, None, None]
 
     def hessian_dx(self, x, theta):
+        """d/dx of the Hessian, -2 sign(x - loc) / b^3, shape (N, 1, 1)."""
         b = float(theta[0])
         return (-2 * np.sign(data_points(x) - self.loc) / b**3)[:, None, None]
 
@@ -58,6 +62,7 @@ class LaplaceFamily(Family):
         return 2.0 / float(theta[0]) ** 3
 
     def valid(self, theta) -> bool:
+        """True when the scale b is finite and > 0."""
         return bool(np.all(np.isfinite(theta)) and theta[0] > 0)
 
     def nodes(self, theta):
@@ -68,19 +73,24 @@ class LaplaceFamily(Family):
         return x[:, None], np.concatenate([w[::-1], w]) / 2
 
     def sample(self, rng, n, theta):
+        """n draws of Laplace(loc, b), shape (n, 1)."""
         return rng.laplace(self.loc, float(theta[0]), size=n)[:, None]
 
     def cdf(self, x, theta):
+        """The Laplace(loc, b) CDF at x."""
         return stats.laplace.cdf(x, loc=self.loc, scale=float(theta[0]))
 
     def check_data(self, x, w) -> None:
+        """Also refuses data all at loc (the scale's maximiser would be b = 0)."""
         super().check_data(x, w)
         if float(w @ np.abs(x[:, 0] - self.loc)) <= 0:
             raise UsageError(f"the data sit at loc = {self.loc:g}: the scale's maximiser is b = 0")
 
     def initial_guess(self, data) -> np.ndarray:
+        """The maximum-likelihood scale E_data|x - loc|, shape (1,)."""
         x, w = data.nodes()
         return np.array([float(w @ np.abs(x[:, 0] - self.loc) / w.sum())])
 
     def describe(self) -> str:
+        """The family, its fixed location and its parameter, in words."""
         return f"Laplace scale family (loc = {self.loc:g} fixed), theta = (b)"

@@ -31,6 +31,7 @@ class MeansMixtureFamily(SympyFamily1D):
         self.name = f"mixture(sigma={sigma:g})"
 
     def logpdf_expr(self, x, params):
+        """sympy log(1/2 N(x; m1, sigma^2) + 1/2 N(x; m2, sigma^2)) in x and params = (m1, m2)."""
         import sympy as sp
 
         m1, m2 = params
@@ -48,14 +49,17 @@ class MeansMixtureFamily(SympyFamily1D):
         return xs[:, 0], a, r, u, s2
 
     def logpdf(self, x, theta):
+        """log p(x; m1, m2) = logsumexp_k(-(x - m_k)^2 / (2 sigma^2)) - log(2 sigma sqrt(2 pi)), shape (N,)."""
         _, a, _, _, _ = self._parts(x, theta)
         return special.logsumexp(a, axis=1) - math.log(2 * self.sigma * math.sqrt(2 * math.pi))
 
     def score(self, x, theta):
+        """d/dm_k log p = r_k (x - m_k) / sigma^2 with responsibilities r_k, shape (N, 2)."""
         _, _, r, u, _ = self._parts(x, theta)
         return r * u
 
     def hessian(self, x, theta):
+        """d^2 log p / dm_k dm_l = r_k (u_k^2 - 1/sigma^2) 1[k = l] - r_k u_k r_l u_l, u_k = (x - m_k)/sigma^2; (N, 2, 2)."""
         _, _, r, u, s2 = self._parts(x, theta)
         ru = r * u
         h = -np.einsum("nk,nl->nkl", ru, ru)
@@ -64,6 +68,7 @@ class MeansMixtureFamily(SympyFamily1D):
         return h
 
     def hessian_dx(self, x, theta):
+        """d/dx of the closed-form Hessian, shape (N, 2, 2)."""
         # d r_k/dx = r_k (ubar - u_k), ubar = sum_j r_j u_j;  d u_k/dx = 1/sigma^2.
         _, _, r, u, s2 = self._parts(x, theta)
         ubar = np.sum(r * u, axis=1, keepdims=True)
@@ -76,6 +81,7 @@ class MeansMixtureFamily(SympyFamily1D):
         return out
 
     def valid(self, theta) -> bool:
+        """True when both means are finite."""
         return bool(np.all(np.isfinite(theta)))
 
     def nodes(self, theta):
@@ -92,15 +98,18 @@ class MeansMixtureFamily(SympyFamily1D):
         return x[:, None], w / w.sum()
 
     def sample(self, rng, n, theta):
+        """n draws: a fair coin picks m1 or m2, plus sigma z; shape (n, 1)."""
         comp = rng.integers(0, 2, size=n)
         return (np.asarray(theta)[comp] + self.sigma * rng.standard_normal(n))[:, None]
 
     def cdf(self, x, theta):
+        """F(x) = (Phi((x - m1)/sigma) + Phi((x - m2)/sigma)) / 2."""
         return 0.5 * (
             stats.norm.cdf(x, theta[0], self.sigma) + stats.norm.cdf(x, theta[1], self.sigma)
         )
 
     def lipschitz_window(self, theta):
+        """Interval (lo, hi) around both means, 40 sigma wide and more when they are close."""
         # r_k (1 - r_k) decays like exp(-|mu_1 - mu_2| |x - mid| / sigma^2) outside the means,
         # where the Hessian tends to diag(-1/sigma^2); a wide window costs nothing here.
         spread = abs(float(theta[1] - theta[0]))
@@ -108,9 +117,11 @@ class MeansMixtureFamily(SympyFamily1D):
         return float(min(theta)) - pad, float(max(theta)) + pad
 
     def initial_guess(self, data) -> np.ndarray:
+        """(mean - sd, mean + sd) of the data, shape (2,)."""
         m = float(data.mean[0])
         s = math.sqrt(float(data.cov[0, 0]))
         return np.array([m - s, m + s])
 
     def describe(self) -> str:
+        """The mixture and its fixed sigma, in words."""
         return f"two-component mixture 1/2 N(mu1, {self.sigma:g}^2) + 1/2 N(mu2, {self.sigma:g}^2)"

@@ -71,28 +71,35 @@ class NumericDerivatives(Family):
         self.complex_safe = bool(getattr(inner, "complex_safe", False))
 
     def logpdf(self, x, theta):
+        """The plug-in's log p_theta(x), as an array of shape (N,)."""
         return np.asarray(self.inner.logpdf(x, theta))
 
     def valid(self, theta) -> bool:
+        """The plug-in's ``valid`` if it has one, else theta finite."""
         if hasattr(self.inner, "valid"):
             return bool(self.inner.valid(theta))
         return super().valid(theta)
 
     def nodes(self, theta):
+        """The plug-in's quadrature rule at theta: nodes (N, dim), weights (N,)."""
         return self.inner.nodes(theta)
 
     def sample(self, rng, n, theta):
+        """The plug-in's n draws at theta, shape (n, dim)."""
         return self.inner.sample(rng, n, theta)
 
     def cdf(self, x, theta):
+        """The plug-in's CDF if it has one, else the base class's."""
         if not hasattr(self.inner, "cdf"):
             return super().cdf(x, theta)
         return self.inner.cdf(x, theta)
 
     def initial_guess(self, data):
+        """The plug-in's starting theta, as a float array (p,)."""
         return np.asarray(self.inner.initial_guess(data), dtype=float)
 
     def describe(self) -> str:
+        """The plug-in's description, marked as using numerical derivatives."""
         if hasattr(self.inner, "describe"):
             return f"{self.inner.describe()} [numerical derivatives]"
         return super().describe()

@@ -37,6 +37,7 @@ class StudentTFamily(SympyFamily1D):
         self.quad_nodes = int(quad_nodes)
 
     def logpdf_expr(self, x, params):
+        """sympy log p(x; m, s) of the Student-t location-scale density with nu degrees of freedom."""
         import sympy as sp
 
         m, s = params
@@ -45,6 +46,7 @@ class StudentTFamily(SympyFamily1D):
         return const - sp.log(s) - (nu + 1) / 2 * sp.log(1 + (x - m) ** 2 / (nu * s**2))
 
     def valid(self, theta) -> bool:
+        """True when theta is finite and the scale s > 0."""
         return bool(np.all(np.isfinite(theta)) and theta[1] > 0)
 
     def nodes(self, theta):
@@ -58,16 +60,20 @@ class StudentTFamily(SympyFamily1D):
         return (m + s * math.sqrt(nu) * np.tan(phi))[:, None], weights
 
     def sample(self, rng, n, theta):
+        """n draws m + s T, T ~ t_nu, shape (n, 1)."""
         return (theta[0] + theta[1] * rng.standard_t(self.nu, size=n))[:, None]
 
     def cdf(self, x, theta):
+        """The t_nu CDF of (x - m) / s."""
         return stats.t.cdf(x, self.nu, loc=theta[0], scale=theta[1])
 
     def lipschitz_window(self, theta):
+        """m +- 60 s, where d/dx of the Hessian is largest."""
         # d/dx Hessian decays like |x - m|^-1 and peaks within a few scales of m.
         return float(theta[0] - 60 * theta[1]), float(theta[0] + 60 * theta[1])
 
     def check_data(self, x, w) -> None:
+        """Also refuses data at a single point (the scale's maximiser would be s = 0)."""
         super().check_data(x, w)
         if np.ptp(x[w > 0, 0]) <= 0:
             raise UsageError("the data are a single point: the scale's maximiser is s = 0")
@@ -77,4 +83,5 @@ class StudentTFamily(SympyFamily1D):
         return np.array(robust_location_scale(data))
 
     def describe(self) -> str:
+        """The family and its nu, in words."""
         return f"Student-t location-scale (nu = {self.nu:g}), theta = (m, s)"

@@ -69,12 +69,15 @@ class SympyFamily1D(Family):
         return stack_lambdified(values, xs.size, shape)
 
     def logpdf(self, x, theta):
+        """log p_theta(x) from the lambdified ``logpdf_expr``, shape (N,)."""
         return self._evaluate(0, x, theta, ())
 
     def score(self, x, theta):
+        """Gradient in theta of the sympy expression, lambdified, shape (N, p)."""
         return self._evaluate(1, x, theta, (self.n_params,))
 
     def hessian(self, x, theta):
+        """Hessian in theta of the sympy expression, lambdified, shape (N, p, p)."""
         return self._evaluate(2, x, theta, (self.n_params, self.n_params))
 
     def hessian_dx(self, x, theta):
@@ -149,12 +152,14 @@ class ExpressionFamily(SympyFamily1D):
             raise UsageError(f"sympy cannot compile the formula {formula!r}: {exc}") from None
 
     def logpdf_expr(self, x, params):
+        """The user's formula parsed by sympy, in x and the parameter symbols."""
         import sympy as sp
 
         local = {"x": x, **{str(p): p for p in params}}
         return sp.sympify(self._expr_text, locals=local)
 
     def valid(self, theta) -> bool:
+        """True when theta is finite and every parameter declared positive is > 0."""
         theta = np.asarray(theta, dtype=float)
         if not np.all(np.isfinite(theta)):
             return False
@@ -181,15 +186,19 @@ class ExpressionFamily(SympyFamily1D):
         return cache[key]
 
     def nodes(self, theta):
+        """Quadrature rule of the tabulated normalised density at theta: (N, 1), (N,)."""
         return self.table(theta).nodes()
 
     def sample(self, rng, n, theta):
+        """n draws from the tabulated density at theta, shape (n, 1)."""
         return self.table(theta).sample(rng, n)
 
     def cdf(self, x, theta):
+        """CDF of the tabulated density at theta."""
         return self.table(theta).cdf(x)
 
     def check_data(self, x, w) -> None:
+        """Also refuses data outside the support, and non-integers for a discrete family."""
         super().check_data(x, w)
         lo, hi = self.support
         if np.any((x < lo) | (x > hi)):
@@ -198,7 +207,9 @@ class ExpressionFamily(SympyFamily1D):
             raise UsageError(f"{self.name} is discrete: the data must be integers")
 
     def initial_guess(self, data) -> np.ndarray:
+        """The starting theta given by the user, shape (p,)."""
         return self.start.copy()
 
     def describe(self) -> str:
+        """The formula and its parameters, marked [sympy]."""
         return f"log p = {self.formula}, theta = ({', '.join(self.param_names)}) [sympy]"

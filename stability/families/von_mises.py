@@ -32,16 +32,19 @@ class VonMisesFamily(Family):
     name = "von-mises"
 
     def logpdf(self, x, theta):
+        """log p(x; mu, kappa) = kappa cos(x - mu) - log(2 pi I_0(kappa)), shape (N,)."""
         mu, kappa = float(theta[0]), float(theta[1])
         log_norm = math.log(2 * math.pi) + math.log(special.i0e(kappa)) + kappa
         return kappa * np.cos(data_points(x) - mu) - log_norm
 
     def score(self, x, theta):
+        """(kappa sin(x - mu), cos(x - mu) - A(kappa)), A = I_1/I_0; shape (N, 2)."""
         mu, kappa = float(theta[0]), float(theta[1])
         u = data_points(x) - mu
         return np.stack([kappa * np.sin(u), np.cos(u) - bessel_ratio(kappa)], axis=1)
 
     def hessian(self, x, theta):
+        """[[-kappa cos u, sin u], [sin u, -A'(kappa)]], u = x - mu, A' = 1 - A/kappa - A^2; (N, 2, 2)."""
         mu, kappa = float(theta[0]), float(theta[1])
         u = data_points(x) - mu
         a = bessel_ratio(kappa)
@@ -52,6 +55,7 @@ class VonMisesFamily(Family):
         return h
 
     def hessian_dx(self, x, theta):
+        """d/dx of the Hessian, [[kappa sin u, cos u], [cos u, 0]], shape (N, 2, 2)."""
         mu, kappa = float(theta[0]), float(theta[1])
         u = data_points(x) - mu
         h = np.zeros((u.size, 2, 2))
@@ -60,9 +64,11 @@ class VonMisesFamily(Family):
         return h
 
     def lipschitz_window(self, theta):
+        """One turn of the circle, (mu - pi, mu + pi)."""
         return float(theta[0]) - math.pi, float(theta[0]) + math.pi
 
     def valid(self, theta) -> bool:
+        """True when theta is finite and kappa > 0."""
         return bool(np.all(np.isfinite(theta)) and theta[1] > 0)
 
     def nodes(self, theta):
@@ -75,6 +81,7 @@ class VonMisesFamily(Family):
         return x[:, None], w / w.sum()
 
     def sample(self, rng, n, theta):
+        """n draws of von Mises(mu, kappa), shape (n, 1)."""
         return rng.vonmises(float(theta[0]), float(theta[1]), size=n)[:, None]
 
     def cdf(self, x, theta):
@@ -82,6 +89,7 @@ class VonMisesFamily(Family):
         return np.clip(stats.vonmises.cdf(x, float(theta[1]), loc=float(theta[0])), 0.0, 1.0)
 
     def check_data(self, x, w) -> None:
+        """Also refuses data with no mean direction (kappa -> 0) or all at one angle (kappa -> inf)."""
         super().check_data(x, w)
         resultant = abs(complex(w @ np.exp(1j * x[:, 0]))) / w.sum()
         if resultant < 1e-8:
@@ -93,6 +101,7 @@ class VonMisesFamily(Family):
             raise UsageError("the data sit at one angle: kappa's maximiser is inf")
 
     def initial_guess(self, data) -> np.ndarray:
+        """The data's mean direction and kappa from the Best-Fisher inverse of A(kappa) = R."""
         x, w = data.nodes()
         z = complex(w @ np.exp(1j * x[:, 0])) / w.sum()
         r = min(abs(z), 0.999)
@@ -101,4 +110,5 @@ class VonMisesFamily(Family):
         return np.array([math.atan2(z.imag, z.real), kappa])
 
     def describe(self) -> str:
+        """The family and its parameters, in words."""
         return "von Mises on the circle, theta = (mu, kappa)"
