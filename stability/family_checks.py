@@ -41,6 +41,23 @@ def _scale(op: Operator) -> float:
 
 
 def fixed_point(op: Operator, ctx: Context) -> dict:
+    """Proposition 4: theta* is a fixed point, G_lambda(theta*) = theta*, for every lambda in LAMBDAS.
+
+    Measured: max_lambda ||G_lambda(theta*) - theta*|| (expected 0; holds below 1e-8).
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     worst = max(
         float(np.linalg.norm(op.g_inf(op.theta_star(), lam) - op.theta_star())) for lam in LAMBDAS
     )
@@ -53,6 +70,24 @@ def fixed_point(op: Operator, ctx: Context) -> dict:
 
 
 def eq76(op: Operator, ctx: Context) -> dict:
+    """Eq (76): the Jacobian of G_lambda^inf by the implicit-function formula equals finite
+    differences of the map itself, at theta* and at a nearby theta, lambda in {0.3, 2}.
+
+    Measured: the largest relative difference (holds below 1e-6).
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     rng = ctx.rng("family-eq76")
     worst, rows = 0.0, []
     for lam in (0.3, 2.0):
@@ -73,6 +108,23 @@ def eq76(op: Operator, ctx: Context) -> dict:
 
 
 def eq77(op: Operator, ctx: Context) -> dict:
+    """Eq (77): E_theta*[Hessian] + E_theta*[score score^T] = 0 (the information identity).
+
+    Measured: the largest relative entry of the sum (holds below 1e-8).
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     h22, mixed = op.H22(), op.H2_mixed()
     err = float(np.abs(h22 + mixed).max() / np.abs(mixed).max())
     return dict(
@@ -84,6 +136,24 @@ def eq77(op: Operator, ctx: Context) -> dict:
 
 
 def eq78(op: Operator, ctx: Context) -> dict:
+    """Eq (78): the Jacobian J G_lambda(theta*) in closed form, with B as printed (mixed
+    derivative) and with B~ (Hessian in theta'), against finite differences of G_lambda^inf.
+
+    Measured: the relative error of the printed form; it fails above 1e-3.
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     rows, worst_printed, worst_fixed = [], 0.0, 0.0
     for lam in (0.3, 2.0):
         jfd = op.jacobian_fd(lam)
@@ -104,6 +174,24 @@ def eq78(op: Operator, ctx: Context) -> dict:
 
 
 def eq79_80(op: Operator, ctx: Context) -> dict:
+    """Eqs (79)-(80): ||B~ - A|| <= L eps and ||A^-1 B~|| <= 1 + L eps / alpha.
+
+    Measured: ||B~ - A|| against L eps; inconclusive when eps = W1(p_theta*, p_data) is not
+    computed for the data.
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     eps = op.eps_or_none()
     if eps is None:
         return dict(
@@ -129,6 +217,24 @@ def eq79_80(op: Operator, ctx: Context) -> dict:
 
 
 def theorem1_bound(op: Operator, ctx: Context) -> dict:
+    """Theorem 1, eq (11): ||J G_lambda(theta*)|| <= lambda (alpha + eps L) / (alpha - lambda (alpha + eps L))
+    wherever lambda (1 + L eps / alpha) < 1/2, with J by finite differences on a grid of lambda.
+
+    Also reports the spectral radius of J and the largest lambda for which it stays below 1.
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     if op.eps_or_none() is None:
         return dict(
             verdict="inconclusive",
@@ -172,6 +278,24 @@ def theorem1_bound(op: Operator, ctx: Context) -> dict:
 
 
 def theorem1_convergence(op: Operator, ctx: Context) -> dict:
+    """Theorem 1: iterating theta <- G_lambda^inf(theta) from near theta* converges, at a
+    rate within bound (11), for lambda at 0.5 and 0.95 of Theorem 1's largest lambda.
+
+    Measured: the largest observed geometric rate against the largest bound.
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     if op.eps_or_none() is None or op.theorem1_lambda_max() <= 0:
         return dict(
             verdict="inconclusive",
@@ -217,6 +341,24 @@ def theorem1_convergence(op: Operator, ctx: Context) -> dict:
 
 
 def prop3_unique(op: Operator, ctx: Context) -> dict:
+    """Proposition 3: H(theta, .) has a unique maximiser near theta*, found from many starts.
+
+    Measured: the spread of the maxima reached; a spread above 1e-7 is a failure only when
+    the hypothesis eps L < alpha holds, inconclusive otherwise.
+
+    Parameters
+    ----------
+    op : Operator
+        G_lambda^inf of the (family, data) pair.
+    ctx : Context
+        Seeds and the size setting of the check run.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
+        counterexample where there are any).
+    """
     rng = ctx.rng("family-prop3")
     starts = ctx.size(6, 16, 48)
     spreads = []

@@ -65,24 +65,30 @@ class PerRun:
 
     @property
     def wasserstein(self) -> bool:
+        """Whether W1/W2 to the data are meaningful for these models (the first model's flag)."""
         return bool(getattr(self.models[0], "wasserstein", True))
 
     @property
     def has_metrics(self) -> bool:
+        """True when the models report their own metrics."""
         return callable(getattr(self.models[0], "metrics", None))
 
     def fit(self, data) -> None:
+        """Fits model r on run r's data, data.x of shape (R, N, ...)."""
         for r, model in enumerate(self.models):
             model.fit(PointSet(data.x[r : r + 1]))
 
     def sample(self, k: int, rng: np.random.Generator) -> PointSet:
+        """k samples of each run's model, stacked: PointSet (R, k, ...)."""
         return PointSet(np.concatenate([_one_run(m.sample(k, rng)) for m in self.models]))
 
     def state(self) -> dict:
+        """Each key of the models' states stacked over runs, leading axis R."""
         states = [m.state() for m in self.models]
         return {key: np.stack([np.asarray(s[key]) for s in states]) for key in states[0]}
 
     def metrics(self, heldout) -> dict:
+        """Each model's metrics on its run's held-out data, one value per run: arrays (R,)."""
         per = [m.metrics(PointSet(heldout.x[r : r + 1])) for r, m in enumerate(self.models)]
         return {key: np.array([np.ravel(p[key])[0] for p in per], float) for key in per[0]}
 

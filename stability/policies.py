@@ -103,13 +103,19 @@ class SyntheticMix:
 
     @property
     def label(self) -> str:
+        """``name(lam=..., detail)``, the policy's label in tables and figures."""
         return f"{self.name}(lam={self.lam:g}, {self.detail()})"
 
     def sizes(self, n: int, iterations: int) -> list[int]:
+        """Training-set sizes [n, n + k, ..., n + k] (k = floor(lam n); k alone for lam = inf), length T + 1."""
         k = synthetic_count(self.lam, n)
         return [n] + [k if math.isinf(self.lam) else n + k] * iterations
 
     def train_set(self, t, real, model, rng, state: LoopState, fresh_source=None):
+        """Algorithm 1's training set at step t: D_real together with k = floor(lam n) drawn points.
+
+        For lam = inf the set is n drawn points alone; for k = 0 it is D_real alone.
+        """
         n = real.size
         k = synthetic_count(self.lam, n)
         if math.isinf(self.lam):
@@ -117,6 +123,24 @@ class SyntheticMix:
         return real if k == 0 else real.union(self.draw(model, k, real, rng))
 
     def draw(self, model, k: int, real, rng: np.random.Generator) -> PointSet:
+        """k synthetic points for each run from the current model (this class: plain samples).
+
+        Parameters
+        ----------
+        model
+            The current model (fit / sample / state protocol).
+        k : int
+            Number of points per run.
+        real : PointSet
+            The real data, shape (R, n, ...).
+        rng : numpy.random.Generator
+            Randomness of this step.
+
+        Returns
+        -------
+        PointSet
+            Shape (R, k, ...).
+        """
         raise NotImplementedError
 
 
@@ -154,11 +178,13 @@ class Curate(SyntheticMix):
         self.temperature = float(temperature)
 
     def detail(self) -> str:
+        """The selection rule: top fraction by the reward, or 1 of K with temperature tau."""
         if self.fraction is not None:
             return f"top {self.fraction:g} by {self.reward_name}"
         return f"1 of {self.candidates} by {self.reward_name}, tau={self.temperature:g}"
 
     def draw(self, model, k, real, rng):
+        """k points per run kept by the reward: the top fraction of k / fraction samples, or one of K by softmax(r / tau)."""
         real_x = _points(real)
         if self.fraction is not None:
             m = math.ceil(k / self.fraction - 1e-9)
@@ -198,9 +224,11 @@ class Verify(SyntheticMix):
         self.max_rounds = int(max_rounds)
 
     def detail(self) -> str:
+        """The verifier's name."""
         return f"by {self.verifier_name}"
 
     def draw(self, model, k, real, rng):
+        """k points per run that pass the verifier, drawing again up to ``max_rounds`` times."""
         real_x = _points(real)
         out, count = None, None
         for _ in range(self.max_rounds):
@@ -244,9 +272,11 @@ class SelfCorrect(SyntheticMix):
         self.strength = float(strength)
 
     def detail(self) -> str:
+        """The correction's name and its strength gamma."""
         return f"{self.correction_name}, gamma={self.strength:g}"
 
     def draw(self, model, k, real, rng):
+        """k samples moved toward their corrections, x + gamma (c(x) - x); shape (R, k, ...)."""
         x = _points(model.sample(k, rng)).astype(float)
         c = apply_rule(
             self.correction, self.correction_name, "correction", x, _points(real), x.shape
