@@ -72,6 +72,7 @@ class AugmentParams:
 
     @staticmethod
     def identity(n: int) -> AugmentParams:
+        """Parameters of n identity transforms (every field zero, float64 (n,))."""
         z = torch.zeros(n, dtype=torch.float64)
         return AugmentParams(*(z.clone() for _ in range(8)))
 
@@ -91,6 +92,7 @@ class AugmentParams:
         return torch.stack(cols, dim=1).to(torch.float32)
 
     def take(self, sl) -> AugmentParams:
+        """The parameters of the images in slice ``sl`` (each field indexed by it)."""
         return AugmentParams(*(getattr(self, f)[sl] for f in self.__dataclass_fields__))
 
 

@@ -22,18 +22,22 @@ def init(device: str) -> None:
 
 
 def rank() -> int:
+    """This process's rank in the process group, 0 without one."""
     return td.get_rank() if td.is_initialized() else 0
 
 
 def world() -> int:
+    """Number of processes in the group, 1 without one."""
     return td.get_world_size() if td.is_initialized() else 1
 
 
 def is_main() -> bool:
+    """True on rank 0, the process that writes files."""
     return rank() == 0
 
 
 def barrier() -> None:
+    """Waits for every process of the group (nothing without one)."""
     if td.is_initialized():
         td.barrier()
 
@@ -79,5 +83,6 @@ def broadcast_object(obj):
 
 
 def shutdown() -> None:
+    """Destroys the process group, if there is one."""
     if td.is_initialized():
         td.destroy_process_group()

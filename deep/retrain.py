@@ -55,12 +55,15 @@ class ImageSet:
 
     @property
     def size(self) -> int:
+        """Number N of images."""
         return int(len(self.x))
 
     def union(self, other: ImageSet) -> ImageSet:
+        """This set's images followed by ``other``'s: (N + M, C, H, W)."""
         return ImageSet(np.concatenate([self.x, other.x]))
 
     def subsample(self, m: int, rng: np.random.Generator) -> ImageSet:
+        """m images drawn without replacement, kept in their order: (m, C, H, W)."""
         return ImageSet(self.x[np.sort(rng.choice(len(self.x), size=m, replace=False))])
 
 
@@ -113,6 +116,7 @@ class DeepConfig:
     status_sec: float = STATUS_SEC  # ... or seconds
 
     def options(self) -> dict:
+        """The settings that determine the numbers, JSON-able, for config.json (lam = inf as "inf")."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["lam"] = self.lam if math.isfinite(self.lam) else "inf"
         d["augment"] = self.augment_probability()
@@ -157,6 +161,7 @@ class DeepConfig:
         raise UsageError(f"unknown model {self.model!r}; choose one of {', '.join(METHODS)}")
 
     def train_options(self) -> TrainOptions:
+        """The training settings, with the model's default learning rate and ramp-up where unset."""
         method = self.method()
         return TrainOptions(
             batch=self.batch,

@@ -53,6 +53,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_bytes(n: float) -> str:
+    """``n`` bytes as GiB (two decimals) from 1 GiB up, else as whole MiB."""
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 

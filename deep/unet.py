@@ -47,6 +47,7 @@ class Linear(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(cout)) if bias else None
 
     def forward(self, x):
+        """x W^T + b in x's dtype; x (..., cin) -> (..., cout)."""
         x = x @ self.weight.to(x.dtype).t()
         return x + self.bias.to(x.dtype) if self.bias is not None else x
 
@@ -84,6 +85,9 @@ class Conv2d(torch.nn.Module):
         self.register_buffer("resample_filter", f if (up or down) else None)
 
     def forward(self, x):
+        """Optional 2x up/down-sampling by the resample filter, then the convolution and bias;
+        (N, cin, H, W) -> (N, cout, H', W').
+        """
         f = self.resample_filter
         if f is not None:
             pad = (f.shape[-1] - 1) // 2
@@ -110,6 +114,7 @@ class GroupNorm(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(channels))
 
     def forward(self, x):
+        """Group normalisation of x (N, C, H, W) with the learned scale and shift, in x's dtype."""
         return F.group_norm(
             x, self.groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps
         )
@@ -154,6 +159,10 @@ class UNetBlock(torch.nn.Module):
             self.proj = Conv2d(cout, cout, 1, **zero)
 
     def forward(self, x, emb):
+        """DDPM++ residual block: (skip(x) + conv1(silu(norm1(h + A emb)))) * skip_scale,
+        h = conv0(silu(norm0(x))),
+        then self-attention when enabled; x (N, cin, H, W), emb (N, E) -> (N, cout, H', W').
+        """
         orig = x
         x = self.conv0(F.silu(self.norm0(x)))
         x = F.silu(self.norm1(x + self.affine(emb)[:, :, None, None].to(x.dtype)))
@@ -176,6 +185,7 @@ class PositionalEmbedding(torch.nn.Module):
         self.channels, self.max_positions = channels, max_positions
 
     def forward(self, x):
+        """[cos(x f_i), sin(x f_i)], f_i = (1 / max_positions)^(i / (half - 1)); x (N,) -> (N, channels)."""
         half = self.channels // 2
         freqs = torch.arange(half, dtype=torch.float32, device=x.device) / (half - 1)
         freqs = (1 / self.max_positions) ** freqs
@@ -274,6 +284,7 @@ class SongUNet(torch.nn.Module):
                 )
 
     def forward(self, x, noise_labels, augment_labels=None):
+        """The DDPM++ U-Net F(x; c_noise): x (N, C, H, W), noise_labels (N,), augment_labels (N, 9) or None -> (N, C, H, W)."""
         emb = self.map_noise(noise_labels)
         # The official layout feeds [sin, cos]: swap the two halves of [cos, sin].
         emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(emb.shape)
@@ -298,6 +309,7 @@ class SongUNet(torch.nn.Module):
 
 
 def count_parameters(module: torch.nn.Module) -> int:
+    """Number of scalar parameters of ``module`` (every tensor of ``module.parameters()``)."""
     return int(sum(p.numel() for p in module.parameters()))
 
 
