@@ -39,4 +39,5 @@ class FamilyModel:
         return PointSet(self.family.sample(rng, k, self.theta)[None])
 
     def state(self) -> dict:
+        """The fitted parameter, ``{"theta": theta}``, a copy of shape (p,)."""
         return {"theta": self.theta.copy()}

@@ -140,6 +140,7 @@ class Operator:
 
     @property
     def data_name(self) -> str:
+        """The data source's name, for messages and tables."""
         return str(getattr(self.data, "name", "the data"))
 
     def g_inf(self, theta: np.ndarray, lam: float, start: np.ndarray | None = None) -> np.ndarray:

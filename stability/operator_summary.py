@@ -63,6 +63,7 @@ class OperatorSummary:
 
     @property
     def stable_for_every_lambda(self) -> bool:
+        """True when the spectral radius of J G_lambda(theta*) stays < 1 for every finite lambda."""
         return math.isinf(self.lambda_critical)
 
 

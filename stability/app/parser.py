@@ -15,4 +15,5 @@ class ArgParser(argparse.ArgumentParser):
     """
 
     def error(self, message):  # noqa: D401 - argparse API
+        """Raises `UsageError` with ``prog: message`` instead of printing usage and exiting."""
         raise UsageError(f"{self.prog}: {message}")

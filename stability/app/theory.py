@@ -88,6 +88,19 @@ def build_operator(model: str | None, family: str | None, data: str | None):
 
 
 def cmd_jacobian(args) -> int:
+    """`stability jacobian`: J G_lambda(theta*) three ways, Theorem 1's bound (eq 11) and Theorem 2's
+    constants, for each --lam, as a table or JSON.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options (model or family/data, lam list, seed, bootstrap, theorem2_draws, json).
+
+    Returns
+    -------
+    int
+        The exit code, 0.
+    """
     import numpy as np
 
     from stability.errors import check_lam
@@ -280,6 +293,19 @@ def extend_check(parser) -> None:
 
 
 def cmd_check_family(args) -> int:
+    """`stability check --family F --data D`: the operator and Theorem 1-2 checks of
+    `stability.family_checks` on that pair, as a table or JSON (``--list`` lists them).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options (family, data, names, list, mode, seed, json).
+
+    Returns
+    -------
+    int
+        The exit code: 0 when every requested check ran, 1 otherwise.
+    """
     from stability.family_checks import CHECKS, run_family_checks
 
     if args.family is None or args.data is None:
