@@ -126,6 +126,7 @@ class PointSource:
                 raise UsageError("--dim applies to the built-in gaussian data; use --data-param")
 
     def describe(self) -> str:
+        """The source's own description if it has one, else its label."""
         fn = getattr(self.source, "describe", None)
         return fn() if callable(fn) else self.label
 

@@ -181,6 +181,7 @@ class MixtureData:
 
     @property
     def dim(self) -> int:
+        """Dimension d of x, from the means (K, d)."""
         return int(self.means.shape[1])
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -189,4 +190,5 @@ class MixtureData:
         return self.means[comp] + self.std[comp, None] * rng.standard_normal((n, self.dim))
 
     def describe(self) -> str:
+        """The number of components and the dimension, in words."""
         return f"mixture of {len(self.weights)} Gaussians in R^{self.dim}"

@@ -105,4 +105,5 @@ class LinearData:
         return np.concatenate([x, y[:, None]], axis=1)
 
     def describe(self) -> str:
+        """The dimension and the noise sigma, in words."""
         return f"linear model in R^{self.dim}, noise sigma = {self.sigma:g}"

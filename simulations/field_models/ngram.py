@@ -165,6 +165,7 @@ class CategoricalData:
         return rng.choice(len(self.probs), size=(n, self.length), p=self.probs)
 
     def describe(self) -> str:
+        """The number of symbols of the Zipf law, in words."""
         return f"Zipf over {len(self.probs)} symbols"
 
 
@@ -198,4 +199,5 @@ class MarkovData:
         return out
 
     def describe(self) -> str:
+        """The number of symbols and the sequence length, in words."""
         return f"Markov chain over {len(self.initial)} symbols, length {self.length}"
