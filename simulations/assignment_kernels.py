@@ -192,14 +192,36 @@ def _second(row, prices, n, best):
 
 @njit(cache=True, nogil=True)
 def auction(keys, prices, eps, theta, b, limit):
-    # Gauss-Seidel forward auction with epsilon-scaling on integer costs (Bertsekas): an
-    # unassigned row bids for its cheapest column (value cost + price), raising that price to
-    # second-best value - cost + eps, so every phase ends with every row eps-happy.
-    # keys[i, j] = cost_ij << b | j and prices are kept shifted by b, so a value is one int32
-    # add and the column rides along in the low bits. Every price stays below about 4x the cost
-    # range (prices are shifted to min 0 at each phase start; the auction needs no more than
-    # the cost range plus eps above the cheapest free column); ``limit`` stops it otherwise:
-    # its prices are a warm start only. Returns whether every phase ran to its end.
+    """Gauss-Seidel forward auction with epsilon-scaling on integer costs (Bertsekas).
+
+    An unassigned row bids for its cheapest column (value cost + price), raising that price to
+    second-best value - cost + eps, so every phase ends with every row eps-happy; eps is then
+    divided by theta until a phase with eps = 1 has run. Every price stays below about 4x the
+    cost range (prices are shifted to min 0 at each phase start; the auction needs no more than
+    the cost range plus eps above the cheapest free column); ``limit`` stops it otherwise: its
+    prices are a warm start only.
+
+    Parameters
+    ----------
+    keys : ndarray of int32, shape (n, n)
+        keys[i, j] = cost_ij << b | j: a value is one int32 add and the column rides along in
+        the low bits.
+    prices : ndarray of int32, shape (n,)
+        Column prices, shifted left by b; updated in place.
+    eps : int
+        Starting epsilon, in integer cost units.
+    theta : int
+        Epsilon-scaling factor between phases.
+    b : int
+        Number of low bits that hold the column index.
+    limit : int32
+        Largest price allowed (shifted by b).
+
+    Returns
+    -------
+    bool
+        Whether every phase ran to its end.
+    """
     n = keys.shape[0]
     owner = np.empty(n, np.int64)
     queue = np.empty(n, np.int64)
@@ -264,12 +286,30 @@ def _first_equal(shortest, row4col, lowest, n, free_only):
 
 @njit(cache=True, nogil=True)
 def augment(cost, v):
-    # Exact stage: feasible duals u_i = min_j (cost_ij - v_j); each row takes its cheapest column
-    # when that is still free (a tight edge: no dual change), and the rest get shortest
-    # augmenting paths (Dijkstra on reduced costs, Jonker-Volgenant), which keep the duals
-    # feasible and the matched edges tight. v is updated in place. Returns (col4row, u, ok);
-    # ok is False if a path met no finite distance (only possible on non-finite input, which
-    # the callers exclude; checked so that no index can leave the arrays).
+    """Exact stage: the optimal assignment by shortest augmenting paths from column duals v.
+
+    Feasible row duals u_i = min_j (cost_ij - v_j); each row takes its cheapest column when
+    that is still free (a tight edge: no dual change), and the rest get shortest augmenting
+    paths (Dijkstra on reduced costs, Jonker-Volgenant), which keep the duals feasible and the
+    matched edges tight.
+
+    Parameters
+    ----------
+    cost : ndarray of float64, shape (n, n)
+        Finite assignment costs C_ij.
+    v : ndarray of float64, shape (n,)
+        Column duals (a warm start, or zeros); updated in place.
+
+    Returns
+    -------
+    col4row : ndarray of int64, shape (n,)
+        The column assigned to each row.
+    u : ndarray of float64, shape (n,)
+        Row duals.
+    ok : bool
+        False if a path met no finite distance (only possible on non-finite input, which the
+        callers exclude; checked so that no index can leave the arrays).
+    """
     n = cost.shape[0]
     u = np.empty(n)
     col4row = np.full(n, -1, np.int64)
@@ -344,7 +384,24 @@ def augment(cost, v):
 
 @njit(cache=True, nogil=True)
 def warm_duals(cost, eps_start_rel, theta):
-    # column duals v = -prices of the auction on the quantised costs, and whether it completed
+    """Column duals v = -prices of the auction on the costs quantised to integers.
+
+    Parameters
+    ----------
+    cost : ndarray of float64, shape (n, n)
+        Finite assignment costs.
+    eps_start_rel : float
+        Starting epsilon of the auction, relative to the cost range.
+    theta : int
+        Epsilon-scaling factor between phases.
+
+    Returns
+    -------
+    v : ndarray of float64, shape (n,)
+        Column duals, a warm start for ``augment``.
+    completed : bool
+        Whether the auction ran every phase to its end.
+    """
     lo, hi, _ = _scan(cost, 0.0)
     return _warm_duals(cost, lo, hi, eps_start_rel, theta)
 
