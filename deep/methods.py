@@ -169,7 +169,10 @@ class EDMMethod(Method):
         return self._loss(net, x, normal, noise, labels)
 
     def sample(self, net, seeds, shape, device, dtype):
-        """Heun sampler (Karras et al. 2022, Algorithm 2) from per-seed latents; (len(seeds), C, H, W)."""
+        """Heun sampler (Karras et al. 2022, Algorithm 2) from per-seed latents.
+
+        Returns images of shape (len(seeds), C, H, W).
+        """
         return heun_sample(net, seeds, shape, self.sampler, device, dtype, self.latents)
 
     def options(self):
@@ -186,7 +189,8 @@ def _ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> tuple[np.ndarray
 class OTCFMMethod(Method):
     """OT conditional flow matching (Tong et al. 2023) with the torchcfm CIFAR-10 network.
 
-    The loss regresses v(t, x_t) on u_t = x_1 - x_0 along x_t = (1 - t) x_0 + t x_1 + sigma eps
+    The loss regresses v(t, x_t) on u_t = x_1 - x_0 along
+    x_t = (1 - t) x_0 + t x_1 + sigma eps
     (Tong et al. 2023, with x_0, x_1 paired by the minibatch OT plan), and sampling integrates dx/dt = v(t, x) from
     t = 0 to 1.
 
@@ -242,7 +246,9 @@ class OTCFMMethod(Method):
         )
 
     def loss(self, net, x, gen, batch, sl):
-        """Per-image flow-matching loss ||v(t, x_t) - (x_1 - x_0)||^2 / D with x_0 ~ N(0, I) paired to
+        """Per-image flow-matching loss ||v(t, x_t) - (x_1 - x_0)||^2 / D.
+
+        x_0 ~ N(0, I) is paired to
         the images x (B_local, C, H, W) by the exact minibatch OT plan; shape (B_local,).
         """
         # Under DDP the OT plan couples each process's slice only, as torchcfm's multi-GPU
@@ -269,7 +275,10 @@ class OTCFMMethod(Method):
 
     @torch.no_grad()
     def sample(self, net, seeds, shape, device, dtype):
-        """x(1) of dx/dt = v(t, x), x(0) the per-seed latents; float64 (len(seeds), C, H, W) in [-1, 1]."""
+        """x(1) of dx/dt = v(t, x) from x(0) = the per-seed latents.
+
+        Returns float64 images (len(seeds), C, H, W), clamped to [-1, 1].
+        """
         from torchdiffeq import odeint
 
         x0 = image_noise(seeds, shape, 1, self.latents, device)[0].to(device, dtype)
@@ -386,7 +395,8 @@ class DDPMMethod(Method):
 
     def loss(self, net, x, gen, batch, sl):
         """Simple loss ||eps - eps_theta(sqrt(ab_t) x + sqrt(1 - ab_t) eps, t)||^2 / D per image
-        (Ho et al. 2020, eq. 14), t uniform on {0, ..., T - 1}; x (B_local, C, H, W), returns (B_local,).
+        (Ho et al. 2020, eq. 14), t uniform on {0, ..., T - 1};
+        x (B_local, C, H, W), returns (B_local,).
         """
         t = torch.randint(0, self.steps, (batch,), generator=gen)[sl]
         eps = torch.randn((batch, *x.shape[1:]), generator=gen)[sl].to(x.device)

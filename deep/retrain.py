@@ -116,7 +116,10 @@ class DeepConfig:
     status_sec: float = STATUS_SEC  # ... or seconds
 
     def options(self) -> dict:
-        """The settings that determine the numbers, JSON-able, for config.json (lam = inf as "inf")."""
+        """The settings that determine the numbers, JSON-able, for config.json.
+
+        lam = inf is written "inf"; device, batching and reporting settings are left out.
+        """
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["lam"] = self.lam if math.isfinite(self.lam) else "inf"
         d["augment"] = self.augment_probability()

@@ -185,7 +185,10 @@ class PositionalEmbedding(torch.nn.Module):
         self.channels, self.max_positions = channels, max_positions
 
     def forward(self, x):
-        """[cos(x f_i), sin(x f_i)], f_i = (1 / max_positions)^(i / (half - 1)); x (N,) -> (N, channels)."""
+        """Sinusoidal embedding [cos(x f_i), sin(x f_i)], f_i = max_positions^(-i / (half - 1)).
+
+        Shape (N,) -> (N, channels).
+        """
         half = self.channels // 2
         freqs = torch.arange(half, dtype=torch.float32, device=x.device) / (half - 1)
         freqs = (1 / self.max_positions) ** freqs
@@ -284,7 +287,10 @@ class SongUNet(torch.nn.Module):
                 )
 
     def forward(self, x, noise_labels, augment_labels=None):
-        """The DDPM++ U-Net F(x; c_noise): x (N, C, H, W), noise_labels (N,), augment_labels (N, 9) or None -> (N, C, H, W)."""
+        """The DDPM++ U-Net F(x; c_noise) of Song et al. 2021 in the EDM layout.
+
+        x (N, C, H, W), noise_labels (N,), augment_labels (N, 9) or None -> (N, C, H, W).
+        """
         emb = self.map_noise(noise_labels)
         # The official layout feeds [sin, cos]: swap the two halves of [cos, sin].
         emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(emb.shape)

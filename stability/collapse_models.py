@@ -27,7 +27,10 @@ class GaussianMLE:
         self.fixed_cov = None if cov is None else np.asarray(cov, dtype=float)
 
     def fit(self, data: PointSet) -> None:
-        """Per-run mean mu (R, d) and covariance Sigma (R, d, d) of x (R, N, d), divisor N - ddof."""
+        """Per-run mean mu (R, d) and covariance Sigma (R, d, d) of x (R, N, d).
+
+        The covariance divides by N - ddof; a fixed ``cov`` is broadcast instead.
+        """
         x = data.x
         self.mu = x.mean(axis=1)
         if self.fixed_cov is not None:

@@ -41,7 +41,7 @@ def _scale(op: Operator) -> float:
 
 
 def fixed_point(op: Operator, ctx: Context) -> dict:
-    """Proposition 4: theta* is a fixed point, G_lambda(theta*) = theta*, for every lambda in LAMBDAS.
+    """Proposition 4: theta* is a fixed point, G_lambda(theta*) = theta*.
 
     Measured: max_lambda ||G_lambda(theta*) - theta*|| (expected 0; holds below 1e-8).
 
@@ -217,7 +217,9 @@ def eq79_80(op: Operator, ctx: Context) -> dict:
 
 
 def theorem1_bound(op: Operator, ctx: Context) -> dict:
-    """Theorem 1, eq (11): ||J G_lambda(theta*)|| <= lambda (alpha + eps L) / (alpha - lambda (alpha + eps L))
+    """Theorem 1, eq (11), on a grid of lambda (J by finite differences).
+
+    ||J G_lambda(theta*)|| <= lambda (alpha + eps L) / (alpha - lambda (alpha + eps L))
     wherever lambda (1 + L eps / alpha) < 1/2, with J by finite differences on a grid of lambda.
 
     Also reports the spectral radius of J and the largest lambda for which it stays below 1.

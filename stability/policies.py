@@ -107,7 +107,10 @@ class SyntheticMix:
         return f"{self.name}(lam={self.lam:g}, {self.detail()})"
 
     def sizes(self, n: int, iterations: int) -> list[int]:
-        """Training-set sizes [n, n + k, ..., n + k] (k = floor(lam n); k alone for lam = inf), length T + 1."""
+        """Training-set sizes [n, n + k, ..., n + k], length T + 1.
+
+        k = floor(lam n); for lam = inf the later sets have n points.
+        """
         k = synthetic_count(self.lam, n)
         return [n] + [k if math.isinf(self.lam) else n + k] * iterations
 
@@ -184,7 +187,10 @@ class Curate(SyntheticMix):
         return f"1 of {self.candidates} by {self.reward_name}, tau={self.temperature:g}"
 
     def draw(self, model, k, real, rng):
-        """k points per run kept by the reward: the top fraction of k / fraction samples, or one of K by softmax(r / tau)."""
+        """k points per run kept by the reward.
+
+        The top k of ceil(k / fraction) samples, or one of K candidates by softmax(r / tau).
+        """
         real_x = _points(real)
         if self.fraction is not None:
             m = math.ceil(k / self.fraction - 1e-9)

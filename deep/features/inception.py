@@ -66,7 +66,10 @@ class MixedA(nn.Module):
         self.branch_pool = ConvBN(cin, pool_features, 1)
 
     def forward(self, x):
-        """Inception-v3 35x35 block: 1x1, 5x5, double 3x3 and pooled branches concatenated on channels."""
+        """Inception-v3 35x35 block: 1x1, 5x5, double 3x3 and pooled branches, concatenated.
+
+        Shape (N, cin, H, W) -> (N, 224 + pool_features, H, W).
+        """
         b1 = self.branch1x1(x)
         b5 = _chain(self, "branch5x5_", 2, x)
         b3 = _chain(self, "branch3x3dbl_", 3, x)
@@ -85,7 +88,7 @@ class MixedB(nn.Module):
         self.branch3x3dbl_3 = ConvBN(96, 96, 3, stride=2)
 
     def forward(self, x):
-        """Inception-v3 grid reduction 35 -> 17: strided 3x3, double 3x3 and max-pool branches concatenated."""
+        """Inception-v3 reduction 35 -> 17: strided 3x3, double 3x3 and max-pool, concatenated."""
         b3 = self.branch3x3(x)
         bd = _chain(self, "branch3x3dbl_", 3, x)
         return torch.cat([b3, bd, F.max_pool2d(x, 3, stride=2)], 1)
@@ -108,7 +111,7 @@ class MixedC(nn.Module):
         self.branch_pool = ConvBN(cin, 192, 1)
 
     def forward(self, x):
-        """Inception-v3 17x17 block: 1x1, 7x7, double 7x7 (factorised) and pooled branches concatenated."""
+        """Inception-v3 17x17 block: 1x1, factorised 7x7, double 7x7 and pooled, concatenated."""
         b1 = self.branch1x1(x)
         b7 = _chain(self, "branch7x7_", 3, x)
         bd = _chain(self, "branch7x7dbl_", 5, x)
@@ -152,7 +155,7 @@ class MixedE(nn.Module):
         self.branch_pool = ConvBN(cin, 192, 1)
 
     def forward(self, x):
-        """Inception-v3 8x8 block: 1x1, split 3x3, split double 3x3 and pooled (avg or max) branches concatenated."""
+        """Inception-v3 8x8 block: 1x1, split 3x3, split double 3x3 and pooled, concatenated."""
         b1 = self.branch1x1(x)
         b3 = self.branch3x3_1(x)
         b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)

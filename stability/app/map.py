@@ -163,7 +163,7 @@ def level_rows(index: int, label: str, value: float, op, lams) -> list[dict]:
 
 
 def cmd_map(args) -> int:
-    """`stability map`: Theorem 1's region and the spectral radius of J G_lambda along a path of data.
+    """`stability map`: Theorem 1's region and rho(J G_lambda) along a path of data.
 
     Every level's theta* is found (bad data: UsageError) before anything is written; then
     DIR/map.csv, DIR/figures/map.png and DIR/config.json are written atomically.

@@ -88,7 +88,9 @@ def build_operator(model: str | None, family: str | None, data: str | None):
 
 
 def cmd_jacobian(args) -> int:
-    """`stability jacobian`: J G_lambda(theta*) three ways, Theorem 1's bound (eq 11) and Theorem 2's
+    """`stability jacobian`: J G_lambda(theta*) for each --lam, with eq (11) and Theorem 2.
+
+    The Jacobian three ways, Theorem 1's bound (eq 11) and Theorem 2's
     constants, for each --lam, as a table or JSON.
 
     Parameters

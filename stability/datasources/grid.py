@@ -65,7 +65,10 @@ class GridData(DataSource):
         return cls(arr[:, 0], arr[:, 1], name=f"grid {file.name}")
 
     def nodes(self):
-        """4 Gauss-Legendre points per cell weighted by the linear density: (4 (K - 1), 1), weights sum 1."""
+        """4 Gauss-Legendre points per cell, weighted by the linear density.
+
+        Nodes (4 (K - 1), 1) for K grid points, weights (4 (K - 1),) summing to 1.
+        """
         z, gw = gauss_legendre(4)
         t = 0.5 * (z + 1)  # position inside each cell, in [0, 1]
         d0, d1 = self.density[:-1, None], self.density[1:, None]
@@ -74,7 +77,10 @@ class GridData(DataSource):
         return pts.reshape(-1, 1), w.reshape(-1) / w.sum()
 
     def cdf(self, t):
-        """The piecewise quadratic CDF at points t of any shape (0 left of the grid, 1 right of it)."""
+        """The piecewise quadratic CDF at points t of any shape.
+
+        0 left of the grid, 1 right of it.
+        """
         t = np.asarray(t, dtype=float)
         k = np.clip(np.searchsorted(self.x, t, side="right") - 1, 0, self.h.size - 1)
         s = np.clip(t - self.x[k], 0.0, self.h[k])

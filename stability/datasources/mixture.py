@@ -36,7 +36,10 @@ class MixtureData(DataSource):
         )
 
     def nodes(self):
-        """The components' rules joined, each component's weights rescaled to w_k: nodes (N, dim), weights (N,)."""
+        """The components' rules joined, component k's weights rescaled to sum w_k.
+
+        Nodes (N, dim), weights (N,).
+        """
         xs, ws = [], []
         for w, src in zip(self.weights, self.sources):
             x, q = src.nodes()
@@ -45,7 +48,10 @@ class MixtureData(DataSource):
         return np.concatenate(xs), np.concatenate(ws)
 
     def sample(self, rng, n):
-        """n points of sum_k w_k p_k (multinomial counts per component, then shuffled): shape (n, dim)."""
+        """n points of sum_k w_k p_k, shape (n, dim).
+
+        Multinomial counts per component, then shuffled.
+        """
         counts = rng.multinomial(n, self.weights)
         parts = [src.sample(rng, int(c)) for c, src in zip(counts, self.sources) if c > 0]
         x = np.concatenate(parts)

@@ -49,7 +49,10 @@ class GaussianFamily(Family):
         return bool(np.linalg.eigvalsh(prec)[0] > 0)
 
     def logpdf(self, x, theta):
-        """log N(x; mu, Sigma) = (log det P - (x - mu)^T P (x - mu) - d log 2 pi) / 2, P = Sigma^-1; (N,)."""
+        """log N(x; mu, Sigma) = (log det P - (x - mu)^T P (x - mu) - d log 2 pi) / 2.
+
+        P = Sigma^-1; x (N, d), returns (N,).
+        """
         mu, prec = self.split(theta)
         v = np.asarray(x, dtype=float).reshape(-1, self.dim) - mu
         _, logdet = np.linalg.slogdet(prec)
@@ -57,12 +60,18 @@ class GaussianFamily(Family):
         return 0.5 * logdet - 0.5 * quad - 0.5 * self.dim * math.log(2 * math.pi)
 
     def score(self, x, theta):
-        """Gradient in theta = (mu, svec(P)) of log N(x; mu, P^-1) (stability.gaussian.score), (N, p)."""
+        """Gradient in theta = (mu, svec(P)) of log N(x; mu, P^-1), shape (N, p).
+
+        From stability.gaussian.score.
+        """
         mu, prec = self.split(theta)
         return gaussian.score(np.asarray(x, dtype=float).reshape(-1, self.dim), mu, prec, "svec")
 
     def hessian(self, x, theta):
-        """Hessian in theta = (mu, svec(P)) (stability.gaussian.hessian; Proposition 2), (N, p, p)."""
+        """Hessian in theta = (mu, svec(P)), shape (N, p, p).
+
+        From stability.gaussian.hessian (Proposition 2).
+        """
         mu, prec = self.split(theta)
         return gaussian.hessian(np.asarray(x, dtype=float).reshape(-1, self.dim), mu, prec, "svec")
 

@@ -49,7 +49,10 @@ class MeansMixtureFamily(SympyFamily1D):
         return xs[:, 0], a, r, u, s2
 
     def logpdf(self, x, theta):
-        """log p(x; m1, m2) = logsumexp_k(-(x - m_k)^2 / (2 sigma^2)) - log(2 sigma sqrt(2 pi)), shape (N,)."""
+        """log p(x; m1, m2) = logsumexp_k(-(x - m_k)^2 / (2 sigma^2)) - log(2 sigma sqrt(2 pi)).
+
+        Shape (N,).
+        """
         _, a, _, _, _ = self._parts(x, theta)
         return special.logsumexp(a, axis=1) - math.log(2 * self.sigma * math.sqrt(2 * math.pi))
 
@@ -59,7 +62,10 @@ class MeansMixtureFamily(SympyFamily1D):
         return r * u
 
     def hessian(self, x, theta):
-        """d^2 log p / dm_k dm_l = r_k (u_k^2 - 1/sigma^2) 1[k = l] - r_k u_k r_l u_l, u_k = (x - m_k)/sigma^2; (N, 2, 2)."""
+        """d^2 log p / dm_k dm_l = r_k (u_k^2 - 1/sigma^2) 1[k = l] - r_k u_k r_l u_l.
+
+        u_k = (x - m_k) / sigma^2, r_k the responsibilities; shape (N, 2, 2).
+        """
         _, _, r, u, s2 = self._parts(x, theta)
         ru = r * u
         h = -np.einsum("nk,nl->nkl", ru, ru)

@@ -43,7 +43,10 @@ class PoissonFamily(Family):
         return bool(np.all(np.isfinite(theta)) and theta[0] > 0)
 
     def nodes(self, theta):
-        """The atoms k = 0..K (K, 1) and their Poisson(r) probabilities (K,), K past the 1e-15 quantile."""
+        """The atoms k = 0..K, shape (K + 1, 1), and their Poisson(r) probabilities.
+
+        K is twice the 1e-15 upper quantile plus 20: the mass beyond is below 1e-300.
+        """
         r = float(theta[0])
         top = 2 * int(stats.poisson.isf(1e-15, r)) + 20  # the mass beyond is below 1e-300
         k = np.arange(0, top + 1, dtype=float)

@@ -37,7 +37,7 @@ class StudentTFamily(SympyFamily1D):
         self.quad_nodes = int(quad_nodes)
 
     def logpdf_expr(self, x, params):
-        """sympy log p(x; m, s) of the Student-t location-scale density with nu degrees of freedom."""
+        """sympy log p(x; m, s) of the Student-t location-scale density (nu fixed)."""
         import sympy as sp
 
         m, s = params

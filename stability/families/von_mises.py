@@ -44,7 +44,10 @@ class VonMisesFamily(Family):
         return np.stack([kappa * np.sin(u), np.cos(u) - bessel_ratio(kappa)], axis=1)
 
     def hessian(self, x, theta):
-        """[[-kappa cos u, sin u], [sin u, -A'(kappa)]], u = x - mu, A' = 1 - A/kappa - A^2; (N, 2, 2)."""
+        """[[-kappa cos u, sin u], [sin u, -A'(kappa)]], shape (N, 2, 2).
+
+        u = x - mu, A = I_1 / I_0, A' = 1 - A / kappa - A^2.
+        """
         mu, kappa = float(theta[0]), float(theta[1])
         u = data_points(x) - mu
         a = bessel_ratio(kappa)
@@ -89,7 +92,10 @@ class VonMisesFamily(Family):
         return np.clip(stats.vonmises.cdf(x, float(theta[1]), loc=float(theta[0])), 0.0, 1.0)
 
     def check_data(self, x, w) -> None:
-        """Also refuses data with no mean direction (kappa -> 0) or all at one angle (kappa -> inf)."""
+        """Also refuses data with no mean direction or all at one angle.
+
+        Their kappa maximiser would be 0 (mu not identified) or inf.
+        """
         super().check_data(x, w)
         resultant = abs(complex(w @ np.exp(1j * x[:, 0]))) / w.sum()
         if resultant < 1e-8:
