@@ -189,10 +189,9 @@ def _ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> tuple[np.ndarray
 class OTCFMMethod(Method):
     """OT conditional flow matching (Tong et al. 2023) with the torchcfm CIFAR-10 network.
 
-    The loss regresses v(t, x_t) on u_t = x_1 - x_0 along
-    x_t = (1 - t) x_0 + t x_1 + sigma eps
-    (Tong et al. 2023, with x_0, x_1 paired by the minibatch OT plan), and sampling integrates dx/dt = v(t, x) from
-    t = 0 to 1.
+    The loss regresses v(t, x_t) on u_t = x_1 - x_0 along x_t = (1 - t) x_0 + t x_1 + sigma eps,
+    with x_0 ~ N(0, I) and the images x_1 paired by the exact minibatch OT plan (Tong et al.
+    2023); sampling integrates dx/dt = v(t, x) from t = 0 to 1.
 
     Parameters
     ----------

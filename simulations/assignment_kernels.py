@@ -195,27 +195,18 @@ def auction(keys, prices, eps, theta, b, limit):
     """Gauss-Seidel forward auction with epsilon-scaling on integer costs (Bertsekas).
 
     An unassigned row bids for its cheapest column (value cost + price), raising that price to
-    second-best value - cost + eps, so every phase ends with every row eps-happy; eps is then
-    divided by theta until a phase with eps = 1 has run. Every price stays below about 4x the
-    cost range (prices are shifted to min 0 at each phase start; the auction needs no more than
-    the cost range plus eps above the cheapest free column); ``limit`` stops it otherwise: its
-    prices are a warm start only.
+    second-best value - cost + eps: every phase ends with every row eps-happy, then eps is
+    divided by theta down to 1. Prices stay below about 4x the cost range (shifted to min 0 at
+    each phase start); ``limit`` stops the auction otherwise: its prices are a warm start only.
 
     Parameters
     ----------
-    keys : ndarray of int32, shape (n, n)
-        keys[i, j] = cost_ij << b | j: a value is one int32 add and the column rides along in
-        the low bits.
-    prices : ndarray of int32, shape (n,)
+    keys : int32 array (n, n)
+        cost_ij << b | j: a value is one int32 add, the column rides in the low b bits.
+    prices : int32 array (n,)
         Column prices, shifted left by b; updated in place.
-    eps : int
-        Starting epsilon, in integer cost units.
-    theta : int
-        Epsilon-scaling factor between phases.
-    b : int
-        Number of low bits that hold the column index.
-    limit : int32
-        Largest price allowed (shifted by b).
+    eps, theta, b, limit : int
+        Starting epsilon (cost units), scaling factor, index bits, largest price (shifted).
 
     Returns
     -------

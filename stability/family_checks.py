@@ -55,8 +55,7 @@ def fixed_point(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     worst = max(
         float(np.linalg.norm(op.g_inf(op.theta_star(), lam) - op.theta_star())) for lam in LAMBDAS
@@ -85,8 +84,7 @@ def eq76(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     rng = ctx.rng("family-eq76")
     worst, rows = 0.0, []
@@ -122,8 +120,7 @@ def eq77(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     h22, mixed = op.H22(), op.H2_mixed()
     err = float(np.abs(h22 + mixed).max() / np.abs(mixed).max())
@@ -151,8 +148,7 @@ def eq78(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     rows, worst_printed, worst_fixed = [], 0.0, 0.0
     for lam in (0.3, 2.0):
@@ -189,8 +185,7 @@ def eq79_80(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     eps = op.eps_or_none()
     if eps is None:
@@ -222,8 +217,6 @@ def theorem1_bound(op: Operator, ctx: Context) -> dict:
     ||J G_lambda(theta*)|| <= lambda (alpha + eps L) / (alpha - lambda (alpha + eps L))
     wherever lambda (1 + L eps / alpha) < 1/2, with J by finite differences on a grid of lambda.
 
-    Also reports the spectral radius of J and the largest lambda for which it stays below 1.
-
     Parameters
     ----------
     op : Operator
@@ -234,8 +227,7 @@ def theorem1_bound(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     if op.eps_or_none() is None:
         return dict(
@@ -280,10 +272,10 @@ def theorem1_bound(op: Operator, ctx: Context) -> dict:
 
 
 def theorem1_convergence(op: Operator, ctx: Context) -> dict:
-    """Theorem 1: iterating theta <- G_lambda^inf(theta) from near theta* converges, at a
-    rate within bound (11), for lambda at 0.5 and 0.95 of Theorem 1's largest lambda.
+    """Theorem 1: theta <- G_lambda^inf(theta) converges to theta* within rate bound (11).
 
-    Measured: the largest observed geometric rate against the largest bound.
+    From near theta*, at 0.5 and 0.95 of Theorem 1's largest lambda. Measured: the largest
+    observed geometric rate, against the largest bound.
 
     Parameters
     ----------
@@ -295,8 +287,7 @@ def theorem1_convergence(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     if op.eps_or_none() is None or op.theorem1_lambda_max() <= 0:
         return dict(
@@ -358,8 +349,7 @@ def prop3_unique(op: Operator, ctx: Context) -> dict:
     Returns
     -------
     dict
-        The fields of a `CheckResult`: verdict, measured, expected, summary (and details or
-        counterexample where there are any).
+        `CheckResult` fields: verdict, measured, expected, summary (details, counterexample).
     """
     rng = ctx.rng("family-prop3")
     starts = ctx.size(6, 16, 48)

@@ -165,18 +165,9 @@ def level_rows(index: int, label: str, value: float, op, lams) -> list[dict]:
 def cmd_map(args) -> int:
     """`stability map`: Theorem 1's region and rho(J G_lambda) along a path of data.
 
-    Every level's theta* is found (bad data: UsageError) before anything is written; then
-    DIR/map.csv, DIR/figures/map.png and DIR/config.json are written atomically.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The parsed options of ``stability map`` (family, data, lam_range, eps_family, ...).
-
-    Returns
-    -------
-    int
-        The exit code, 0.
+    Every level's theta* is found before anything is written (bad data: UsageError); then
+    map.csv, figures/map.png and config.json are written atomically under ``args.out``.
+    Returns the exit code, 0.
     """
     from stability.families import make_family
     from stability.operator import Operator
