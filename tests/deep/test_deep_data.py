@@ -15,7 +15,6 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from deep import data as dd  # noqa: E402
-from deep.data import save as data_save  # noqa: E402
 from deep.data import (  # noqa: E402
     ImageDataset,
     RestrictedUnpickler,
@@ -23,6 +22,7 @@ from deep.data import (  # noqa: E402
     save_png_folder,
     save_zip,
 )
+from deep.data import save as data_save  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # digits

@@ -6,7 +6,9 @@ CPU-only torch; resolutions the U-Net cannot halve; 0 or negative counts that us
 """
 
 import io
+import os
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -243,3 +245,164 @@ def test_n_left_out_still_means_every_image(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(dr, "run_deep", fake_run)
     code, _ = run(capsys, "deep", "retrain", "--data", "digits:16", "--out", tmp_path / "o")
     assert code == 2 and seen == {"n": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory proportional to what the input claims to be: archives that inflate far beyond their
+# size on disk, images whose headers claim far more pixels than the data set's resolution.
+
+MIB = 2**20
+BOMB = 192 * MIB  # what each malicious member inflates to (6x the largest CIFAR-10 batch)
+GROWTH_CAP_KIB = 64 * 1024  # peak memory the refusal may add to the interpreter's
+
+# Peak RSS from /proc (VmHWM, this process's own high-water mark) rather than getrusage's
+# ru_maxrss: Linux carries ru_maxrss across exec, so a child of a pytest holding torch would
+# start at the parent's size and hide any growth below it.
+MEASURE = """
+import json, sys
+import numpy, PIL.Image, PIL.PngImagePlugin  # imported before the baseline
+from deep.data import load_images
+
+def kib(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+before = kib("VmRSS")
+try:
+    load_images(sys.argv[1], **json.loads(sys.argv[2]))
+    outcome = "loaded"
+except ValueError as err:
+    outcome = str(err)
+print(json.dumps({"grew_kib": kib("VmHWM") - before, "outcome": outcome}))
+"""
+
+
+def peak_growth(spec, **kwargs):
+    """(peak RSS growth in KiB, error message or "loaded") of load_images in a fresh process."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("peak memory is read from /proc (Linux)")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(spec), json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["grew_kib"], result["outcome"]
+
+
+class Zeros(io.RawIOBase):
+    """`size` zero bytes, read in chunks (a bomb is written without holding it in memory)."""
+
+    def __init__(self, size):
+        self.left = size
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def write_zeros(stream, size, chunk=4 * MIB):
+    for start in range(0, size, chunk):
+        stream.write(bytes(min(chunk, size - start)))
+
+
+def small_png_bytes():
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_cifar_tarball_member_beyond_a_batch_is_refused_before_it_is_read(tmp_path):
+    import tarfile
+
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tarball, "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = BOMB
+        tar.addfile(info, io.BufferedReader(Zeros(BOMB)))
+    assert tarball.stat().st_size < BOMB // 100
+    grew, outcome = peak_growth(f"cifar10={tarball}")
+    assert "data_batch_1" in outcome and "refusing" in outcome, outcome
+    assert grew < GROWTH_CAP_KIB, grew
+
+
+def test_extracted_cifar_batch_beyond_a_batch_is_refused_before_it_is_read(tmp_path):
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    with open(batches / "data_batch_1", "wb") as f:
+        f.truncate(4 * BOMB)  # sparse: nothing on disk, 768 MiB when read
+    grew, outcome = peak_growth(f"cifar10={tmp_path}")
+    assert "data_batch_1" in outcome and "refusing" in outcome, outcome
+    assert grew < GROWTH_CAP_KIB, grew
+
+
+@pytest.mark.parametrize("member", ["dataset.json", "00000/img00000001.png"])
+def test_zip_member_inflating_beyond_its_role_is_refused(tmp_path, member):
+    import zipfile
+
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("00000/img00000000.png", small_png_bytes())
+        with z.open(member, "w", force_zip64=True) as stream:
+            write_zeros(stream, BOMB)
+    assert path.stat().st_size < BOMB // 100
+    grew, outcome = peak_growth(f"zip={path}")
+    assert member in outcome and "refusing" in outcome, outcome
+    assert grew < GROWTH_CAP_KIB, grew
+
+
+@pytest.fixture(scope="module")
+def huge_pngs(tmp_path_factory):
+    """Four 9000 x 9000 PNGs: 300 KB on disk, 81 M pixels each."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("huge")
+    Image.new("L", (9000, 9000)).save(folder / "0.png")
+    for i in range(1, 4):
+        shutil.copy(folder / "0.png", folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("resolution", [32, None])
+def test_images_far_larger_than_the_resolution_are_refused_from_their_header(huge_pngs, resolution):
+    kwargs = {} if resolution is None else {"resolution": resolution}
+    grew, outcome = peak_growth(f"folder={huge_pngs}", **kwargs)
+    assert "9000x9000" in outcome, outcome
+    assert grew < GROWTH_CAP_KIB, grew
+
+
+def test_capped_reads_still_load_a_data_set_at_its_size(tmp_path):
+    """The caps refuse bombs, not data: a labelled zip and extracted CIFAR-10 batches of the
+    real size (the cap's own size) load."""
+    from deep.data import save_zip
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 3, 32, 32), dtype=np.uint8)
+    save_zip(images, tmp_path / "ok.zip", labels=np.arange(64))
+    grew, outcome = peak_growth(f"zip={tmp_path / 'ok.zip'}", resolution=32)
+    assert outcome == "loaded" and grew < GROWTH_CAP_KIB
+    batches = tmp_path / "cifar" / "cifar-10-batches-bin"
+    batches.mkdir(parents=True)
+    record = np.zeros((10000, 3073), np.uint8)  # a full binary batch: the cap's own size
+    for i in range(1, 6):
+        record.tofile(batches / f"data_batch_{i}.bin")
+    grew, outcome = peak_growth(f"cifar10={tmp_path / 'cifar'}", limit=10)
+    assert outcome == "loaded", outcome
