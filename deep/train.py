@@ -461,6 +461,8 @@ def _load_failure(exc: Exception) -> str:
             reason = line.partition("WeightsUnpickler error:")[2].strip()
             if not reason and i + 1 < len(lines):
                 reason = lines[i + 1]
+            # Drop torch's advice to allowlist the global: a checkpoint never needs one here.
+            reason = reason.partition(" Please use")[0]
             return (
                 f"refused by torch.load(weights_only=True): corrupt, truncated or unsafe ({reason})"
             )

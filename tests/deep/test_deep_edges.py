@@ -82,6 +82,15 @@ def test_load_weights_refuses_broken_checkpoints_with_one_line_naming_the_file(t
     assert "weights_only` set to `False`" not in message
 
 
+def test_unsafe_checkpoint_message_is_one_line_without_torchs_advice(tmp_path):
+    torch.save({"not": object}, tmp_path / "unsafe.pt")  # a pickled class: refused
+    with pytest.raises(ValueError) as info:
+        load_weights(tmp_path / "unsafe.pt")
+    message = str(info.value)
+    assert "\n" not in message and "unsafe.pt" in message and "Unsupported global" in message
+    assert "add_safe_globals" not in message and "weights_only` set to `False`" not in message
+
+
 @pytest.mark.parametrize("name", ["empty.pt", "truncated.pt", "garbage.pt", "not-a-dict.pt"])
 def test_generate_from_a_broken_checkpoint_exits_2_and_writes_nothing(tmp_path, capsys, name):
     ckpt = corrupt_checkpoints(tmp_path)[name]
