@@ -416,20 +416,56 @@ def _strip_module(sd: dict) -> dict:
 
 
 def load_weights(path, device="cpu") -> dict:
-    """A dict of tensors from a .pt (weights_only=True) or .safetensors file; ValueError if it
-    cannot be read safely."""
+    """A dict of tensors from a .pt (weights_only=True) or .safetensors file.
+
+    Raises
+    ------
+    UsageError
+        With one line naming the file when it is missing, empty, truncated, corrupt, refused
+        by the weights-only unpickler (it asks for code to run) or holds no dict.
+    """
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"checkpoint {str(p)!r} does not exist")
-    if p.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise UsageError("reading .safetensors needs the safetensors package") from None
-        return load_file(str(p), device=device)
+    if p.stat().st_size == 0:
+        raise UsageError(f"checkpoint {str(p)!r} is empty (0 bytes)")
     try:
-        return torch.load(p, map_location=device, weights_only=True)
-    except Exception as exc:  # refused pickles and corrupt files are bad input
+        if p.suffix == ".safetensors":
+            try:
+                from safetensors.torch import load_file
+            except ImportError:
+                raise UsageError("reading .safetensors needs the safetensors package") from None
+            state = load_file(str(p), device=device)
+        else:
+            state = torch.load(p, map_location=device, weights_only=True)
+    except UsageError:
+        raise
+    except Exception as exc:  # refused pickles and corrupt or truncated files are bad input
+        raise UsageError(f"cannot load checkpoint {str(p)!r}: {_load_failure(exc)}") from None
+    if not isinstance(state, dict):
         raise UsageError(
-            f"cannot load {p.name} with weights_only=True: {str(exc).splitlines()[0]}"
-        ) from None
+            f"checkpoint {str(p)!r} holds a {type(state).__name__}, not a dict of tensors"
+        )
+    return state
+
+
+def _load_failure(exc: Exception) -> str:
+    """One line saying why torch.load or safetensors refused a file.
+
+    torch's weights-only refusal opens with several lines of advice (re-run with
+    weights_only=False: never, here); the reason is on the line of the unpickler's error.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            reason = line.partition("WeightsUnpickler error:")[2].strip()
+            if not reason and i + 1 < len(lines):
+                reason = lines[i + 1]
+            # Drop torch's advice to allowlist the global: a checkpoint never needs one here.
+            reason = reason.partition(" Please use")[0]
+            return (
+                f"refused by torch.load(weights_only=True): corrupt, truncated or unsafe ({reason})"
+            )
+    if not lines:
+        return f"corrupt or truncated ({type(exc).__name__})"
+    return f"corrupt or truncated ({type(exc).__name__}: {lines[0]})"

@@ -77,6 +77,70 @@ def _fit_reporting_options(p):
     )
 
 
+def check_positive(args, *names) -> None:
+    """UsageError naming the option when one of `names` is given and not >= 1.
+
+    0 must never mean "all" or "forever": `--n 0` used to mean every image and `--n-gen 0` ran
+    until killed. An option left out (None) keeps its default.
+    """
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def check_device(device: str) -> None:
+    """UsageError unless `device` (cpu | cuda | cuda:K | mps) exists in this torch build, so
+    that a run on a missing accelerator stops before its folder is written."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {device}: this torch has no usable CUDA device (torch "
+                f"{torch.__version__}, CUDA {torch.version.cuda or 'not compiled in'})"
+            )
+        count = torch.cuda.device_count()
+        if index and (not index.isdigit() or int(index) >= count):
+            raise UsageError(f"--device {device}: CUDA devices are cuda:0..cuda:{count - 1}")
+        return
+    if kind == "mps" and not index:
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"--device {device}: MPS is not available in this torch build")
+        return
+    raise UsageError(f"--device must be cpu, cuda, cuda:K or mps, got {device!r}")
+
+
+def downsampling_factor(model: str) -> int:
+    """How many times the small (CPU) network of `model` halves the image, 2^(levels - 1).
+
+    The paper's networks (--net cifar10 | ffhq64) take exactly 32 or 64 pixels, multiples of
+    it; the U-Net's skip connections need every level's side to be an integer.
+    """
+    from deep.methods import OTCFMNet
+    from deep.unet import UNetConfig
+
+    tiny = OTCFMNet.tiny() if model == "otcfm" else UNetConfig.tiny()
+    return 2 ** (len(tiny.channel_mult) - 1)
+
+
+def check_resolution(resolution, model: str | None, what: str = "--resolution") -> None:
+    """UsageError unless `resolution` is a positive multiple of the network's downsampling
+    factor, so that every level's side is a whole number of pixels (`what` names the option or
+    the data)."""
+    if resolution is None:
+        return
+    factor = downsampling_factor(model or "edm")
+    if resolution < factor or resolution % factor:
+        raise UsageError(
+            f"{what} {resolution}: the {model or 'edm'} U-Net halves the image "
+            f"{factor.bit_length() - 1} times, so it needs a multiple of {factor} (>= {factor})"
+        )
+
+
 def retrain_parser():
     p = ArgParser(
         prog="stability deep retrain",
@@ -166,6 +230,10 @@ def main_retrain(argv) -> int:
     from stability.errors import parse_lam
 
     args = retrain_parser().parse_args(argv)
+    check_positive(args, "n", "n_gen", "iterations", "batch", "gen_batch", "sampler_steps")
+    check_positive(args, "ode_steps", "ddim_steps", "n_fresh", "subsample_size")
+    check_resolution(args.resolution, args.model)
+    check_device(args.device)
     given = {
         k: v
         for k, v in vars(args).items()
@@ -280,9 +348,13 @@ def main_train(argv) -> int:
     args = train_parser().parse_args(argv)
     if not args.kimg > 0:
         raise UsageError(f"kimg must be > 0, got {args.kimg}")
+    check_positive(args, "n", "batch")
+    check_resolution(args.resolution, args.model)
+    check_device(args.device)
     cfg = _train_config(args)
     data = load_images(args.data, resolution=args.resolution)
-    images = data.images[: args.n] if args.n else data.images
+    check_resolution(data.resolution, args.model, what=f"{args.data}: images of side")
+    images = data.images if args.n is None else data.images[: args.n]
     net = net_config(cfg, data.channels, data.resolution)
     if args.init:
         from deep.train import FORMAT, load_weights
@@ -353,8 +425,8 @@ def main_generate(argv) -> int:
     from deep.train import Trainer, TrainOptions
 
     args = generate_parser().parse_args(argv)
-    if args.n < 1:
-        raise UsageError(f"n must be >= 1, got {args.n}")
+    check_positive(args, "n", "batch", "steps")
+    check_device(args.device)
     model, net, _ = _checkpoint_network(args.ckpt, None)
     if model == "edm":
         method = make_method(
@@ -423,6 +495,7 @@ def main_evaluate(argv) -> int:
     from deep.metrics import evaluate
 
     args = evaluate_parser().parse_args(argv)
+    check_positive(args, "n_real", "k")
     real = load_images(args.real, limit=args.n_real)
     gen = load_images(args.generated, resolution=real.resolution, channels=real.channels)
     spec = args.features

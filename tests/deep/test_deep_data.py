@@ -22,6 +22,7 @@ from deep.data import (  # noqa: E402
     save_png_folder,
     save_zip,
 )
+from deep.data import save as data_save  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # digits
@@ -391,7 +392,7 @@ def test_zip_with_images_anywhere_sorted_by_name(tmp_path):
     path = tmp_path / "loose.zip"
     with zipfile.ZipFile(path, "w") as z:
         for name, i in (("b/x.png", 2), ("a.png", 0), ("a/z.png", 1)):
-            z.writestr(name, dd._png_bytes(images[i]))
+            z.writestr(name, dd.png_bytes(images[i]))
         z.writestr("README.txt", "not an image")
     np.testing.assert_array_equal(load_images(f"zip={path}").images, images)
 
@@ -401,7 +402,7 @@ def test_folder_is_recursive_sorted_by_path_and_skips_hidden(tmp_path):
     root = tmp_path / "imgs"
     for rel, i in (("b/1.png", 2), ("a/2.png", 1), ("a/10.png", 0)):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(dd._png_bytes(images[i]))
+        (root / rel).write_bytes(dd.png_bytes(images[i]))
     (root / ".trash").mkdir()
     (root / ".trash" / "old.png").write_bytes(b"junk")
     (root / "notes.txt").write_text("not an image")
@@ -459,7 +460,7 @@ def test_save_zip_refuses_existing_file(tmp_path):
 
 @pytest.mark.parametrize("save", [save_png_folder, save_zip])
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch, save):
-    real = dd._png_bytes
+    real = dd.png_bytes
     calls = []
 
     def failing(image):
@@ -468,7 +469,7 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch, save):
             raise RuntimeError("disk full")
         return real(image)
 
-    monkeypatch.setattr(dd, "_png_bytes", failing)
+    monkeypatch.setattr(data_save, "png_bytes", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         save(random_images(5, 3, 4), tmp_path / "out")
     assert os.listdir(tmp_path) == []
@@ -554,7 +555,7 @@ def test_bad_files_and_arguments(tmp_path):
 def test_zip_with_bad_dataset_json(tmp_path):
     path = tmp_path / "bad.zip"
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("a.png", dd._png_bytes(random_images(1, 3, 4)[0]))
+        z.writestr("a.png", dd.png_bytes(random_images(1, 3, 4)[0]))
         z.writestr("dataset.json", json.dumps({"labels": [["other.png", 1]]}))
     with pytest.raises(ValueError, match="no label for a.png"):
         load_images(f"zip={path}")
