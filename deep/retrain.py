@@ -233,6 +233,13 @@ def net_config(cfg: DeepConfig, channels: int, resolution: int):
         net = UNetConfig.cifar10() if name == "cifar10" else UNetConfig.ffhq64()
         if cfg.model == "ddpm":  # the network predicts eps; no augmentation labels
             net = replace(net, augment_dim=0)
+    levels = len(getattr(net, "channel_mult", ())) or 1
+    factor = 2 ** (levels - 1)  # each level but the last halves the image
+    if resolution % factor:
+        raise UsageError(
+            f"{cfg.data}: images of side {resolution}: the network halves the image "
+            f"{levels - 1} times, so it needs a multiple of {factor}"
+        )
     if (net.resolution, net.channels) != (resolution, channels):
         raise UsageError(
             f"network {name} is for {net.channels}x{net.resolution}x{net.resolution} images, "

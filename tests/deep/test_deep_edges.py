@@ -415,3 +415,13 @@ def test_capped_reads_still_load_a_data_set_at_its_size(tmp_path):
         record.tofile(batches / f"data_batch_{i}.bin")
     grew, outcome = peak_growth(f"cifar10={tmp_path / 'cifar'}", limit=10)
     assert outcome == "loaded", outcome
+
+
+@pytest.mark.parametrize("model, side", [("edm", 10), ("ddpm", 6), ("otcfm", 9)])
+def test_data_whose_side_the_network_cannot_halve_is_refused(model, side):
+    from deep.retrain import DeepConfig, net_config
+    from stability.errors import UsageError
+
+    with pytest.raises(UsageError, match="multiple of"):
+        net_config(DeepConfig(model=model, net="tiny"), 1, side)
+    net_config(DeepConfig(model=model, net="tiny"), 1, 8)  # a multiple of 4 is accepted
