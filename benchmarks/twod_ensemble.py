@@ -8,11 +8,26 @@ For R runs of a 2D flow-matching (OT-CFM or CFM) or DDPM model, times:
   backward pass per step for all runs, the R exact OT plans in one call of our compiled solver
   (simulations.assignment, one problem per core);
 and the same for sampling n points per run with torchdiffeq (Euler, 100 steps).
-Prints seconds per training step (all runs) and the ratio. Each timing is repeated (--repeats,
-sequential and ensemble alternating) and the fastest repeat is kept: on a shared machine single
-timings of the same code vary by up to 30%, and the minimum is the least disturbed one.
+Prints seconds per training step (all runs) and the ratio, as wall-clock time and as this
+process' CPU time. Each timing is repeated (--repeats, sequential and ensemble alternating) and
+the fastest repeat is kept: on a shared machine single timings of the same code vary by up to
+30%, and the minimum is the least disturbed one. On a machine loaded by other jobs, wall times
+of multi-threaded torch are meaningless (threads wait for each other's time slices: 0.9 s per
+sequential CFM step measured instead of 0.05 s); ``--threads 1`` and the CPU columns then still
+compare the two codes (measured CPU times varied by 10-15% between runs at a load of 8-17).
+
+``--compile`` adds the network's training step alone (forward, backward, Adam at R runs and
+the batch size), eager vs torch.compile. Measured on this machine (--threads 1, 2026-12,
+torch 2.13): torch.compile 11.5-15.2 ms vs eager 15.1-18.7 ms CPU per step, 20-24% faster,
+after a first compilation of 30 s wall from an empty TORCHINDUCTOR_CACHE_DIR (6-9 s with a warm
+cache) in every process and for every new input shape; on ``stability simulate diffusion
+--quick`` that made the whole run 35 s warm and 98 s cold instead of 29 s eager. It also needs
+a C++ compiler at run time, which pip does not install (without one the first call raises
+InductorError). The ensemble is therefore eager (simulations/ensemble.py).
 
 Run:  python benchmarks/twod_ensemble.py [--runs 50] [--steps 60] [--repeats 3] [--quick]
+      python benchmarks/twod_ensemble.py --runs 50 --steps 30 --threads 1   (a shared machine)
+      python benchmarks/twod_ensemble.py --models ddpm --no-sampling --compile --threads 1
 """
 
 from __future__ import annotations
