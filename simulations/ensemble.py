@@ -3,14 +3,23 @@
 The R runs of a setting share nothing but the arrays they are stored in: run r's weights are
 slice r of every parameter tensor, its loss depends only on them, and Adam's update is
 elementwise, so one optimizer over the stacked parameters is R independent Adam optimizers.
-A forward pass is one batched matrix product (torch.bmm) per 64 x 64 hidden layer for all runs.
-Everything else runs on compiled kernels (simulations._selu_kernels) with their own backward
-passes: the first layer (3 inputs) with its SELU, the bias + SELU of the middle layer in place,
-and the last SELU fused with the output layer (2 outputs). Those are the shapes where BLAS is
-slow, and at these sizes (R = 50 runs x 256 points x 64 units, 3.3 MB per activation) each pass
-is bound by memory traffic, so fusing passes is what saves time: one training step went from
-10.5 to 7.7 ms (DDPM, R = 50, this machine). ``reference_forward`` is the same network with
-torch's own operations, used for other dtypes and devices and as the tests' reference.
+
+The network (``EnsembleMLP``) is torchcfm's MLP, Linear - SELU three times then Linear, written
+with torch's own operations only: one batched affine map per layer for all runs
+(``torch.baddbmm``: bias + (R, N, a) @ (R, a, b)), ``torch.nn.functional.selu`` between layers,
+and torch's autograd for the gradients. It runs in any dtype and on any device, and changing the
+network means editing ``EnsembleMLP.forward`` and nothing else. SELU is applied in place on the
+output of baddbmm, which no autograd node keeps (baddbmm's backward needs only its inputs, and
+SELU's backward is written in terms of its output): the activation reuses baddbmm's buffer
+instead of a new allocation, which made the training step about 10% faster (CPU time, R = 50).
+
+Speed (``python benchmarks/twod_ensemble.py --runs 50 --steps 30 --threads 1``, CPU time per
+step of 50 runs): DDPM 0.018-0.019 s, CFM 0.018-0.019 s, 2.8-3.0x faster than 50 sequential
+torchcfm MLPs (OT-CFM 7.7-7.8x). Hand-written fused numba kernels for the SELU layers (removed)
+made it 0.013 s, but tied the network's shape to their code. ``torch.compile`` makes the
+network's step 20-24% faster but costs 30 s of compilation per process from a cold cache and
+needs a C++ compiler at run time, more than it saves on small runs; it is not used (numbers in
+``benchmarks/twod_ensemble.py``).
 
 Randomness comes from one numpy Generator per run (``RunStreams``), so a run's numbers do not
 depend on how many other runs share its ensemble, and the streams' states are part of the
@@ -28,11 +37,18 @@ import torch
 class RunStreams:
     """One numpy Generator per run, drawn as stacked arrays whose first axis is the run.
 
+    Run r's Generator is seeded by ``SeedSequence(seed, spawn_key=(*key, r))``, with r its
+    global index, so its draws do not depend on which other runs share the object.
+
     Parameters
     ----------
-    seed : the simulation seed
-    key : a tuple of ints naming the stream family (e.g. (3, lam_key))
-    runs : run indices (global indices, so a run's stream does not depend on the others)
+    seed : int
+        The simulation seed.
+    key : tuple of int
+        Names the stream family (e.g. ``(3, lam_key)``), so that different uses of a run's
+        randomness (initialisation, training, sampling) are independent streams.
+    runs : iterable of int
+        Global run indices, length R.
     """
 
     def __init__(self, seed: int, key: tuple, runs):
@@ -41,170 +57,88 @@ class RunStreams:
             for r in runs
         ]
 
-    def __len__(self):
+    def __len__(self) -> int:
+        """R, the number of runs (streams)."""
         return len(self.gens)
 
-    def random(self, shape):
-        """Uniform [0, 1) draws of shape (R, *shape[1:]) (shape[0] must equal R)."""
+    def random(self, shape: tuple) -> np.ndarray:
+        """Uniform draws on [0, 1), run r's slice from run r's stream.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(R, *rest)``; ``shape[0]`` must equal R.
+
+        Returns
+        -------
+        ndarray, float64, shape ``(R, *rest)``
+        """
         return np.stack([g.random(shape[1:]) for g in self.gens])
 
-    def standard_normal(self, shape):
+    def standard_normal(self, shape: tuple) -> np.ndarray:
+        """Standard normal draws, run r's slice from run r's stream.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(R, *rest)``; ``shape[0]`` must equal R.
+
+        Returns
+        -------
+        ndarray, float64, shape ``(R, *rest)``
+        """
         return np.stack([g.standard_normal(shape[1:]) for g in self.gens])
 
-    def integers(self, high, shape):
+    def integers(self, high: int, shape: tuple) -> np.ndarray:
+        """Uniform integers in [0, high), run r's slice from run r's stream.
+
+        Parameters
+        ----------
+        high : int
+            Exclusive upper bound.
+        shape : tuple of int
+            ``(R, *rest)``; ``shape[0]`` must equal R.
+
+        Returns
+        -------
+        ndarray, int64, shape ``(R, *rest)``
+        """
         return np.stack([g.integers(0, high, size=shape[1:]) for g in self.gens])
 
     def state(self) -> list:
+        """The R bit generators' states (plain dicts, for checkpoints), in run order."""
         return [g.bit_generator.state for g in self.gens]
 
     def set_state(self, states: list) -> None:
+        """Restore the states returned by ``state`` (a list of R dicts, in run order)."""
         for g, s in zip(self.gens, states):
             g.bit_generator.state = s
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of a CPU tensor's memory (autograd Functions pass undetached inputs)."""
-    return t.detach().numpy()
-
-
-def _row_bias(b: torch.Tensor) -> np.ndarray:
-    """(R, 1, H) bias -> (R, H) numpy view."""
-    return _np(b).reshape(b.shape[0], b.shape[2])
-
-
-def _writable(ctx, pre: torch.Tensor) -> torch.Tensor:
-    """pre itself, marked as modified in place, or a contiguous copy if it is not contiguous."""
-    if not pre.is_contiguous():
-        return pre.contiguous()
-    ctx.mark_dirty(pre)
-    return pre
-
-
-class _InputLayer(torch.autograd.Function):
-    """SELU(x @ w + b) for a narrow input (x: (R, N, K), K = 3 here), in one compiled pass.
-
-    w: (R, K, H), b: (R, 1, H) -> (R, N, H). A batched GEMM with 3 inner terms runs far below
-    BLAS speed, and its output would be written and read again by the activation.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w, b):
-        from simulations._selu_kernels import input_layer_forward
-
-        x, w = x.contiguous(), w.contiguous()
-        out = torch.empty(x.shape[0], x.shape[1], w.shape[2], dtype=x.dtype)
-        input_layer_forward(_np(x), _np(w), _row_bias(b), out.numpy())
-        ctx.save_for_backward(out, x, w)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        from simulations._selu_kernels import input_layer_backward
-
-        out, x, w = ctx.saved_tensors
-        need_x = ctx.needs_input_grad[0]
-        grad_x = torch.empty_like(x) if need_x else torch.empty(0, 0, 0, dtype=x.dtype)
-        grad_w, grad_b = torch.empty_like(w), torch.empty(w.shape[0], 1, w.shape[2])
-        input_layer_backward(
-            _np(grad.contiguous()),
-            _np(out),
-            _np(x),
-            _np(w),
-            grad_x.numpy(),
-            grad_w.numpy(),
-            grad_b[:, 0].numpy(),
-            need_x,
-        )
-        return (grad_x if need_x else None), grad_w, grad_b
-
-
-class _BiasSELU(torch.autograd.Function):
-    """SELU(pre + b), pre: (R, N, H) (a hidden layer's batched GEMM), b: (R, 1, H).
-
-    Computed in place in pre: it is a temporary that no other node saves (bmm keeps its inputs),
-    and these passes are bound by memory traffic at the ensembles' sizes. Backward gives the
-    bias gradient in the same pass as SELU'.
-    """
-
-    @staticmethod
-    def forward(ctx, pre, b):
-        from simulations._selu_kernels import bias_selu_forward
-
-        pre = _writable(ctx, pre)
-        bias_selu_forward(_np(pre), _row_bias(b), _np(pre))
-        ctx.save_for_backward(pre)
-        return pre
-
-    @staticmethod
-    def backward(ctx, grad):
-        from simulations._selu_kernels import selu_backward
-
-        (out,) = ctx.saved_tensors
-        grad_pre = torch.empty_like(out)
-        grad_b = torch.empty(out.shape[0], 1, out.shape[2])
-        selu_backward(_np(grad.contiguous()), _np(out), grad_pre.numpy(), grad_b[:, 0].numpy())
-        return grad_pre, grad_b
-
-
-class _Head(torch.autograd.Function):
-    """The last activation and a narrow output layer: SELU(pre + b) @ w_out + b_out.
-
-    pre: (R, N, H), b: (R, 1, H), w_out: (R, H, M), b_out: (R, 1, M) -> (R, N, M), M = 2 here.
-    BLAS is slow for batched GEMMs with 2 output columns (and for their weight gradients), and
-    fusing them with the activation reads the hidden layer once each way instead of three times.
-    """
-
-    @staticmethod
-    def forward(ctx, pre, b, w_out, b_out):
-        from simulations._selu_kernels import head_forward
-
-        pre = _writable(ctx, pre)
-        w_out = w_out.contiguous()
-        y = torch.empty(pre.shape[0], pre.shape[1], w_out.shape[2], dtype=pre.dtype)
-        head_forward(_np(pre), _row_bias(b), _np(w_out), _row_bias(b_out), y.numpy())
-        ctx.save_for_backward(pre, w_out)
-        # pre now holds the activation, an output of this node only in memory: marked dirty
-        # for autograd's version check, not differentiable itself
-        ctx.mark_non_differentiable(pre)
-        ctx.set_materialize_grads(False)  # no zero-filled gradient for that second output
-        return y, pre
-
-    @staticmethod
-    def backward(ctx, grad_y, _unused):
-        from simulations._selu_kernels import head_backward
-
-        out, w_out = ctx.saved_tensors
-        if grad_y is None:
-            return None, None, None, None
-        runs, _, width = out.shape
-        grad_pre = torch.empty_like(out)
-        grad_b = torch.empty(runs, 1, width)
-        grad_w = torch.empty_like(w_out)
-        grad_b_out = torch.empty(runs, 1, w_out.shape[2])
-        head_backward(
-            _np(grad_y.contiguous()),
-            _np(out),
-            _np(w_out),
-            grad_pre.numpy(),
-            grad_b[:, 0].numpy(),
-            grad_w.numpy(),
-            grad_b_out[:, 0].numpy(),
-        )
-        return grad_pre, grad_b, grad_w, grad_b_out
-
-
 class EnsembleMLP(torch.nn.Module):
-    """R MLPs x -> out with the layout of torchcfm's MLP (Linear-SELU x3 - Linear), batched.
+    """R MLPs with the layout of torchcfm's MLP (Linear - SELU x3 - Linear), batched over runs.
 
-    in_dim -> w -> w -> w -> out_dim with SELU activations, as torchcfm.models.MLP(dim,
-    time_varying=True, w=64) for flow matching (in_dim = dim + 1 for the time input).
-    Weights are initialised like torch.nn.Linear (uniform in +-1/sqrt(fan_in)), from each run's
-    own stream.
+    in_dim -> width -> width -> width -> out_dim with SELU activations, as
+    ``torchcfm.models.MLP(dim, time_varying=True, w=width)`` for flow matching (in_dim = dim + 1
+    for the time input). Layer l of run r computes ``x @ weights[l][r] + biases[l][r]``, the
+    transposed convention of torch.nn.Linear (whose weight is ``weights[l][r].T``).
 
     Parameters
     ----------
-    runs : R
-    in_dim, out_dim, width : layer sizes
+    runs : int
+        R, the number of independent networks.
+    in_dim, out_dim : int
+        Input and output sizes.
+    width : int
+        Size of the three hidden layers (the paper's 2D experiments use 64).
+
+    Attributes
+    ----------
+    weights : ParameterList
+        Four tensors of shapes (R, in_dim, width), (R, width, width), (R, width, width),
+        (R, width, out_dim).
+    biases : ParameterList
+        Four tensors of shapes (R, 1, width) x3 and (R, 1, out_dim).
     """
 
     def __init__(self, runs: int, in_dim: int, out_dim: int, width: int = 64):
@@ -219,7 +153,16 @@ class EnsembleMLP(torch.nn.Module):
         )
 
     def reset_parameters(self, streams: RunStreams) -> None:
-        """torch.nn.Linear's default initialisation, drawn from each run's stream."""
+        """torch.nn.Linear's default initialisation, drawn from each run's own stream.
+
+        Every weight and bias of a layer with fan_in inputs is uniform on
+        [-1/sqrt(fan_in), 1/sqrt(fan_in)].
+
+        Parameters
+        ----------
+        streams : RunStreams
+            R streams, one per network.
+        """
         with torch.no_grad():
             for w, b in zip(self.weights, self.biases):
                 bound = 1.0 / math.sqrt(w.shape[1])
@@ -227,40 +170,57 @@ class EnsembleMLP(torch.nn.Module):
                 b.copy_(torch.from_numpy((streams.random(tuple(b.shape)) * 2 - 1) * bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (R, N, in_dim) -> (R, N, out_dim); compiled kernels for float32 on the CPU."""
-        tensors = [x, *self.weights, *self.biases]
-        if not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors):
-            return self.reference_forward(x)
-        (w1, w2, w3, w4), (b1, b2, b3, b4) = self.weights, self.biases
-        h = _InputLayer.apply(x, w1, b1)
-        h = _BiasSELU.apply(torch.bmm(h, w2), b2)
-        return _Head.apply(torch.bmm(h, w3), b3, w4, b4)[0]
+        """Apply run r's network to x[r], for every r.
 
-    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The same function with torch's own operations (any dtype and device)."""
+        Parameters
+        ----------
+        x : Tensor, shape (R, N, in_dim)
+            N inputs per run, in the parameters' dtype and on their device.
+
+        Returns
+        -------
+        Tensor, shape (R, N, out_dim)
+        """
         h = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b, h, w)
             if i < last:
-                h = torch.nn.functional.selu(h)
+                # in place: baddbmm's output is saved by no autograd node (see module docstring)
+                h = torch.nn.functional.selu(h, inplace=True)
         return h
 
     def flat_params(self) -> torch.Tensor:
-        """Each run's parameters as one vector, shape (R, p) (for parameter distances)."""
+        """Each run's parameters as one detached vector, shape (R, p) (for parameter distances)."""
         parts = [p.detach().reshape(self.runs, -1) for p in self.parameters()]
         return torch.cat(parts, dim=1)
 
     @property
     def params_per_run(self) -> int:
+        """p, the number of parameters of one run's network."""
         return sum(p[0].numel() for p in self.parameters())
 
 
 def minibatch_indices(streams: RunStreams, size: int, batch: int, steps: int) -> np.ndarray:
     """Epoch-style minibatches for each run: shuffle, take batches, reshuffle when exhausted.
 
-    Returns an int array of shape (steps, R, min(batch, size)) indexing each run's training set
-    (size points); a partial batch at the end of an epoch is dropped, as with drop_last=True.
+    A partial batch at the end of an epoch is dropped, as with ``drop_last=True``.
+
+    Parameters
+    ----------
+    streams : RunStreams
+        R streams; run r's permutations come from run r's stream.
+    size : int
+        Number of points in each run's training set.
+    batch : int
+        Minibatch size (capped at ``size``).
+    steps : int
+        Number of minibatches per run.
+
+    Returns
+    -------
+    ndarray, int64, shape (steps, R, min(batch, size))
+        Indices into each run's training set; ``out[k, r]`` is run r's k-th minibatch.
     """
     runs = len(streams)
     batch = min(batch, size)

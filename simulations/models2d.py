@@ -33,14 +33,31 @@ from stability.coupling import inverse_cdf_pick, pairs_from_permutation
 from stability.errors import UsageError
 from stability.loop import PointSet
 
-FLOW_MATCHERS = ("otcfm", "cfm", "sbcfm")
-SOLVERS = ("euler", "dopri5")
+FLOW_MATCHERS = ("otcfm", "cfm", "sbcfm")  # the matcher names FlowModel accepts
+SOLVERS = ("euler", "dopri5")  # the ODE solvers FlowModel's sampler accepts
 _CHUNK = 32  # training steps whose random numbers are drawn at once (amortises per-run calls)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation of one fit: steps at t = 0 and at every later fit, batch, Adam, network."""
+    """Optimisation of one fit: steps at t = 0 and at every later fit, batch, Adam, network.
+
+    Parameters
+    ----------
+    init_steps : int
+        Optimisation steps of the first fit (t = 0, real data only).
+    steps : int
+        Optimisation steps of every later fit (the same for every training-set size).
+    batch : int
+        Minibatch size per run.
+    lr : float
+        Adam's learning rate.
+    width : int
+        Hidden width of the network (``EnsembleMLP``).
+    from_scratch : bool
+        Re-initialise the weights and Adam before every fit after the first. The default,
+        False, fine-tunes from the current weights and Adam state (the paper's setting).
+    """
 
     init_steps: int
     steps: int
@@ -57,7 +74,18 @@ def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 class _EnsembleModel:
-    """Shared machinery: the network, Adam, the training streams, checkpoints."""
+    """Shared machinery: the network, Adam, the training streams, checkpoints.
+
+    Parameters
+    ----------
+    runs : list of int
+        Global run indices (length R); they name each run's random streams.
+    seed : int
+        The simulation seed.
+    train : TrainConfig
+    stream_key : tuple of int
+        Names this model's stream family (see ``RunStreams``).
+    """
 
     in_dim = 3
     out_dim = 2
@@ -75,6 +103,17 @@ class _EnsembleModel:
 
     # ---- protocol -------------------------------------------------------------------------
     def fit(self, data: PointSet) -> None:
+        """Train every run on its own data set (Algorithm 1's refit), in place.
+
+        ``init_steps`` Adam steps on the first call, ``steps`` afterwards, on epoch-style
+        minibatches from the training streams; each run's mean loss over its last 50 steps is
+        kept in ``last_loss`` (shape (R,)).
+
+        Parameters
+        ----------
+        data : PointSet
+            ``data.x`` of shape (R, size, 2): run r trains on ``data.x[r]``.
+        """
         if self.fits > 0 and self.train_cfg.from_scratch:
             self.net.reset_parameters(self.init_streams)
             self.opt = _adam(self.net, self.train_cfg.lr)
@@ -103,6 +142,14 @@ class _EnsembleModel:
         self.fits += 1
 
     def state(self) -> dict:
+        """Everything ``load_state`` needs to continue exactly: weights, Adam, streams, counters.
+
+        Returns
+        -------
+        dict
+            Keys ``net``, ``opt`` (state dicts, copies), ``train_streams``, ``init_streams``
+            (lists of R generator states), ``fits`` (int) and ``last_loss`` (tensor (R,)).
+        """
         # Deep copies: state_dict() returns the live tensors, and Adam's load_state_dict keeps
         # the tensors it is given, so a shared state would be trained in place by its next user.
         return {
@@ -115,6 +162,7 @@ class _EnsembleModel:
         }
 
     def load_state(self, state: dict) -> None:
+        """Restore a dict returned by ``state`` (of a model with the same runs and config)."""
         self.net.load_state_dict(state["net"])
         self.opt = _adam(self.net, self.train_cfg.lr)
         self.opt.load_state_dict(copy.deepcopy(state["opt"]))
@@ -126,7 +174,7 @@ class _EnsembleModel:
         self.last_loss = state["last_loss"].numpy()
 
     def params(self) -> torch.Tensor:
-        """Each run's parameters as one vector, shape (R, p)."""
+        """Each run's network parameters as one detached vector, shape (R, p)."""
         return self.net.flat_params()
 
     # ---- to implement ----------------------------------------------------------------------
@@ -158,9 +206,24 @@ def exact_ot_pairs(x0: np.ndarray, x1: np.ndarray, u: np.ndarray) -> np.ndarray:
 
     As torchcfm's OTPlanSampler(method="exact"): plan = ot.emd(unif, unif, ||x0_i - x1_j||^2),
     then batch cells drawn with probability plan_ij (here by inverse CDF over its non-zero cells
-    in row-major order, with the uniforms u). x0, x1: shapes (B, d) or batched (R, B, d);
-    u: shape (B',) or (R, B'). Returns an int array (2, B') or (R, 2, B').
+    in row-major order, with the uniforms u).
 
+    Parameters
+    ----------
+    x0 : ndarray, shape (B, d) or (R, B, d)
+        Source minibatch (one per run when batched).
+    x1 : ndarray, shape (B1, d) or (R, B1, d)
+        Target minibatch.
+    u : ndarray, shape (B',) or (R, B')
+        Uniforms on [0, 1), one per pair to draw.
+
+    Returns
+    -------
+    ndarray, int, shape (2, B') or (R, 2, B')
+        Row indices into x0 (``[..., 0, :]``) and x1 (``[..., 1, :]``) of the drawn pairs.
+
+    Notes
+    -----
     Equal batch sizes (always the case in training) make the plan a permutation / B, found by
     the exact assignment solver of ``simulations.assignment`` (several times faster than the
     network simplex; same plan unless ties make the optimum non-unique); other sizes use POT.
@@ -203,7 +266,31 @@ def _draw_cells(rows, cols, p, u):
 
 
 class FlowModel(_EnsembleModel):
-    """Conditional flow matching (OT-CFM, CFM or SB-CFM) for R runs; see the module docstring."""
+    """Conditional flow matching (OT-CFM, CFM or SB-CFM) for R runs; see the module docstring.
+
+    The network v(x, t) takes inputs of shape (R, N, 3) (x, then t) and returns (R, N, 2). The
+    loss of one step is the conditional flow-matching loss ||v(x_t, t) - u_t(x_t | x0, x1)||^2
+    (Lipman et al. 2023, Eq. 9) with torchcfm's path and target (Tong et al. 2024, Eqs. 14-15),
+    averaged per run.
+
+    Parameters
+    ----------
+    runs : list of int
+        Global run indices (length R).
+    seed : int
+        The simulation seed.
+    train : TrainConfig
+    matcher : str
+        One of ``FLOW_MATCHERS``: "otcfm", "cfm" or "sbcfm".
+    sigma : float
+        The probability path's noise level (torchcfm's sigma).
+    solver : str
+        One of ``SOLVERS``: "euler" (``ode_steps`` fixed steps) or "dopri5" (adaptive).
+    ode_steps : int
+        Euler steps from t = 0 to t = 1.
+    stream_key : tuple of int
+        Names this model's stream family.
+    """
 
     def __init__(
         self,
@@ -237,7 +324,10 @@ class FlowModel(_EnsembleModel):
         return out
 
     def _couple(self, x0: np.ndarray, x1: np.ndarray, u: np.ndarray):
-        """Per-run exact-OT pairing of (R, B, 2) minibatches (one batched solver call)."""
+        """Per-run exact-OT pairing of (R, B, 2) minibatches (one batched solver call).
+
+        x0, x1: shape (R, B, 2); u: shape (R, B). Returns the paired (x0, x1), each (R, B, 2).
+        """
         pairs = exact_ot_pairs(x0, x1, u)
         i, j = pairs[:, 0], pairs[:, 1]
         return np.take_along_axis(x0, i[:, :, None], 1), np.take_along_axis(x1, j[:, :, None], 1)
@@ -260,7 +350,20 @@ class FlowModel(_EnsembleModel):
 
     @torch.no_grad()
     def sample(self, k: int, rng: RunStreams) -> PointSet:
-        """k samples per run: integrate dx/dt = v(t, x) from x ~ N(0, I) at t = 0 to t = 1."""
+        """k samples per run: integrate dx/dt = v(t, x) from x ~ N(0, I) at t = 0 to t = 1.
+
+        Parameters
+        ----------
+        k : int
+            Samples per run.
+        rng : RunStreams
+            R streams for the initial points.
+
+        Returns
+        -------
+        PointSet
+            ``x`` of shape (R, k, 2), float64.
+        """
         from torchdiffeq import odeint
 
         r = len(self.runs)
@@ -283,7 +386,26 @@ class FlowModel(_EnsembleModel):
 
 
 class DiffusionModel(_EnsembleModel):
-    """DDPM in 2D for R runs (see the module docstring)."""
+    """DDPM in 2D for R runs (see the module docstring).
+
+    The network eps(x_t, t / T) takes inputs of shape (R, N, 3) and returns (R, N, 2). The loss
+    of one step is the simple loss ||eps - eps(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t)||^2
+    (Ho et al. 2020, Eq. 14), averaged per run.
+
+    Parameters
+    ----------
+    runs : list of int
+        Global run indices (length R).
+    seed : int
+        The simulation seed.
+    train : TrainConfig
+    diffusion_steps : int
+        T, the number of noise levels.
+    beta_start, beta_end : float
+        The linear beta schedule's ends for T = 1000 (rescaled by 1000 / T).
+    stream_key : tuple of int
+        Names this model's stream family.
+    """
 
     def __init__(
         self,
@@ -328,7 +450,23 @@ class DiffusionModel(_EnsembleModel):
 
     @torch.no_grad()
     def sample(self, k: int, rng: RunStreams) -> PointSet:
-        """Ancestral sampling x_T ~ N(0, I) -> x_0 with sigma_t^2 = beta_t (Ho et al. 2020)."""
+        """Ancestral sampling x_T ~ N(0, I) -> x_0 with sigma_t^2 = beta_t (Ho et al. 2020).
+
+        x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps(x_t, t)) / sqrt(alpha_t) + sqrt(beta_t) z
+        (Ho et al. 2020, Algorithm 2), with z = 0 at the last step.
+
+        Parameters
+        ----------
+        k : int
+            Samples per run.
+        rng : RunStreams
+            R streams for x_T and the noise z.
+
+        Returns
+        -------
+        PointSet
+            ``x`` of shape (R, k, 2), float64.
+        """
         r = len(self.runs)
         if k == 0:
             return PointSet(np.zeros((r, 0, 2)))
