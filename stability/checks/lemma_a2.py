@@ -330,7 +330,7 @@ def loewner_cases(ctx):
     GROUP,
 )
 def check_lemma_a2_iv(ctx):
-    runs = ctx.size(20000, 40000, 100000)
+    runs = ctx.size(20000, 20000, 100000)  # 10 standard errors at 20000 (quick)
     steps = (0, 1, 4)
     rows, claims = [], []
     for i, (label, d, n, sigma0) in enumerate(loewner_cases(ctx)):

@@ -52,7 +52,7 @@ def _mean_se(x):
     GROUP,
 )
 def check_prop1_1d(ctx):
-    runs = ctx.size(100000, 150000, 400000)
+    runs = ctx.size(100000, 100000, 400000)
     sigma0, mu0 = 1.3, 0.5
     rows, claims = [], []
     for i, n in enumerate((3, 10, 50)):
@@ -148,7 +148,9 @@ def _whitened_runs(mode: str, seed: int, which: str):
     """Y_t = Sigma_0^-1/4 sqrt(Sigma_t) Sigma_0^-1/4 for t in _TS, per case (shared by the two
     checks of eq 6 over the same cases). E[sqrt Sigma_t] <= c sqrt Sigma_0 iff E[Y_t] <= c I."""
     ctx = Context(mode=mode, seed=seed)
-    runs = ctx.size(20000, 40000, 100000)
+    # The alpha_d counterexample is 20 standard errors out at 20000 runs; the 1D rate holds
+    # by 6 standard errors, which more cases in the larger modes need more runs to keep.
+    runs = ctx.size(20000, 20000 if which == "loewner" else 40000, 100000)
     cases = loewner_cases(ctx) if which == "loewner" else alpha1_cases(ctx)
     out = []
     for i, (label, d, n, sigma0) in enumerate(cases):

@@ -102,7 +102,7 @@ def estimate_assumption3(ctx, mean, cov, theta_star, lam, radius):
     thetas = _ball(theta_star, radius, ctx.size(6, 12, 30), rng)
     ns = (50, 200, 800)
     deltas = (0.01, 0.05, 0.1, 0.2)
-    draws = ctx.size(400, 1500, 5000)
+    draws = ctx.size(400, 1000, 5000)
     ratios = []  # rows of (q sqrt(n), delta)
     for theta in thetas:
         mu, sig = _from_theta(theta)
@@ -181,7 +181,7 @@ def check_theorem2(ctx):
     consts = _constants(ctx.mode, ctx.seed)
     n = 200
     runs = ctx.size(1000, 2000, 10000)
-    steps = ctx.size(10, 30, 60)
+    steps = ctx.size(10, 20, 60)
     dists = _trajectories(ctx, mean, cov, LAM, n, runs, steps, ctx.rng("theorem2-mc"))
     bound = _bound(consts, n, dists[:, 0], steps)
     inside = np.all(dists[:, 1:] <= bound, axis=1)
@@ -225,7 +225,7 @@ def check_fully_synthetic(ctx):
     consts = _constants(ctx.mode, ctx.seed)
     n = 50
     runs = ctx.size(800, 1000, 4000)
-    steps = ctx.size(100, 300, 1000)
+    steps = ctx.size(100, 150, 1000)
     dists = _trajectories(ctx, mean, cov, math.inf, n, runs, steps, ctx.rng("theorem2-inf"))
     finite = _trajectories(ctx, mean, cov, LAM, n, runs, steps, ctx.rng("theorem2-finite"))
     bound = _bound(consts, n, dists[:, 0], steps)
