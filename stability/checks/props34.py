@@ -252,14 +252,19 @@ def _rate(ctx, op, mu, cov, rng):
     return slope, se, [math.exp(v) for v in logs]
 
 
-def _composite_rule(half_width: float = 400.0, panels: int = 4000, order: int = 8):
+def panel_edges(half_width: float = 400.0, panels: int = 4000) -> np.ndarray:
+    """Edges of the sinh-spaced panels of `composite_rule` on [-w, w], shape (panels + 1,)."""
+    u = np.linspace(-np.arcsinh(half_width), np.arcsinh(half_width), panels + 1)
+    return np.sinh(u)
+
+
+def composite_rule(half_width: float = 400.0, panels: int = 4000, order: int = 8):
     """Composite Gauss-Legendre rule on [-w, w] with sinh-spaced panels, nodes/weights (K,).
 
     Dense near the bulk of the distributions and coarse in the tails; an evaluation path
     independent of the rules the operator uses (Gauss-Hermite, tan substitution).
     """
-    u = np.linspace(-np.arcsinh(half_width), np.arcsinh(half_width), panels + 1)
-    edges = np.sinh(u)
+    edges = panel_edges(half_width, panels)
     z, w = np.polynomial.legendre.leggauss(order)
     mid = 0.5 * (edges[1:] + edges[:-1])[:, None]
     half = 0.5 * (edges[1:] - edges[:-1])[:, None]
@@ -268,7 +273,7 @@ def _composite_rule(half_width: float = 400.0, panels: int = 4000, order: int = 
 
 def _first_order_composite(op: Operator, theta: np.ndarray, lam: float, panels: int = 4000):
     """theta' -> grad_theta' H(theta, theta') integrating score x density on a composite rule."""
-    x, w = _composite_rule(panels=panels)
+    x, w = composite_rule(panels=panels)
     weight = w * (op.data.pdf(x) + lam * np.exp(op.family.logpdf(x, theta)))
 
     def grad(tp):

@@ -154,7 +154,9 @@ def result(
         interval = [est - MARGIN_SE * head.se, est + MARGIN_SE * head.se]
     margin = None
     if monte_carlo:
-        margin = abs(head.margin_se) if head.se is not None else math.inf
+        # A failed control makes the check inconclusive; its margin is still the claims'.
+        _, m_head = decide(list(claims)) if head in controls else (verdict, head)
+        margin = abs(m_head.margin_se) if m_head.se is not None else math.inf
     if verdict == "inconclusive" and controls and head in controls:
         summary = f"control failed ({head.case}): the instrument cannot be trusted; " + summary
     if verdict == "fails" and counterexample is None:
