@@ -354,6 +354,7 @@ def check_lemma_a2_iv(ctx):
                         case=label,
                         d=d,
                         n=n,
+                        cond=float(np.linalg.cond(sigma0)),
                         t=t,
                         alpha_d=a_d,
                         alpha_1d=float(A.alpha(n)),

@@ -204,6 +204,7 @@ def _eq6(ctx, rate: str, which: str):
                     case=label,
                     d=d,
                     n=n,
+                    cond=float(np.linalg.cond(sigma0)),
                     t=t,
                     alpha=alpha,
                     alpha_d=a_d,

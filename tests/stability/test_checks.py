@@ -91,6 +91,10 @@ def test_failures_carry_counterexamples(quick_results):
     # not exceed the 1D alpha(n), which prop1-multivariate-alpha1 shows holds.
     lo, hi = ce["smallest_rate_interval"]
     assert ce["alpha_d"] < lo <= ce["alpha_1d"] < hi
+    # stability reproduce plots the smallest rate against the condition number from these rows.
+    for row in r.details["rows"]:
+        assert {"d", "n", "t", "cond", "smallest_constant"} <= set(row)
+    assert max(row["cond"] for row in r.details["rows"]) > 1e3
     scale = quick_results["lemma-a2-eq51-scale"].counterexample
     n = scale["n"]
     lhs, printed = np.asarray(scale["lhs_sqrt_Sigma_next"]), np.asarray(scale["printed_rhs"])
