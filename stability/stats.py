@@ -57,6 +57,46 @@ def binomial_interval(
     return Interval(k / n, lo, hi, level)
 
 
+@dataclass(frozen=True)
+class MinEig:
+    """Two one-sided estimates of lambda_min(E[M]) from i.i.d. symmetric matrices M.
+
+    Attributes
+    ----------
+    estimate : float
+        lambda_min of the sample mean.
+    frob_se : float
+        Standard error of ||mean - E M||_F (root of the summed entry variances over R); by Weyl's
+        inequality lambda_min(E M) >= estimate - z frob_se (the lower side).
+    split_mean, split_se : float
+        Mean and standard error of v^T M v on the second half of the samples, v the direction of
+        the smallest eigenvalue of the first half's mean; lambda_min(E M) <= v^T E[M] v (the
+        upper side).
+    direction : numpy.ndarray, shape (d,)
+        v (the counterexample direction when the upper side is below 0).
+    """
+
+    estimate: float
+    frob_se: float
+    split_mean: float
+    split_se: float
+    direction: np.ndarray
+
+
+def min_eig_estimates(samples: np.ndarray) -> MinEig:
+    """lambda_min(E[M]) from i.i.d. symmetric matrices M, shape (R, d, d): see MinEig."""
+    m = np.asarray(samples, dtype=float)
+    r = m.shape[0]
+    half = r // 2
+    _, vecs = np.linalg.eigh(m[:half].mean(axis=0))
+    v = vecs[:, 0]
+    quad = np.einsum("i,rij,j->r", v, m[half:], v)
+    est = float(np.linalg.eigvalsh(m.mean(axis=0))[0])
+    frob_se = float(np.sqrt(m.var(axis=0, ddof=1).sum() / r))
+    split_se = float(quad.std(ddof=1) / np.sqrt(quad.size))
+    return MinEig(est, frob_se, float(quad.mean()), split_se, v)
+
+
 def min_eig_interval(
     samples: np.ndarray, level: float = 0.99, comparisons: int = 1
 ) -> tuple[Interval, np.ndarray]:
@@ -69,16 +109,8 @@ def min_eig_interval(
     Frobenius error bounded by z times the root of the summed entry variances over R.
     Returns the interval and the direction v (the counterexample when hi < 0).
     """
-    m = np.asarray(samples, dtype=float)
-    r = m.shape[0]
-    half = r // 2
-    w, vecs = np.linalg.eigh(m[:half].mean(axis=0))
-    v = vecs[:, 0]
-    quad = np.einsum("i,rij,j->r", v, m[half:], v)
+    e = min_eig_estimates(samples)
     z = z_value(level, comparisons)
-    upper = float(quad.mean() + z * quad.std(ddof=1) / np.sqrt(quad.size))
-    mean_all = m.mean(axis=0)
-    est = float(np.linalg.eigvalsh(mean_all)[0])
-    frob_se = float(np.sqrt(m.var(axis=0, ddof=1).sum() / r))
-    lower = est - z * frob_se
-    return Interval(est, lower, max(upper, lower), level), v
+    upper = e.split_mean + z * e.split_se
+    lower = e.estimate - z * e.frob_se
+    return Interval(e.estimate, lower, max(upper, lower), level), e.direction

@@ -1,9 +1,16 @@
 """The theory checks: every numbered claim of the paper, measured independently.
 
 Each check has a stable name, states its claim with the equation number, measures it (closed
-form, quadrature, Monte-Carlo with confidence intervals, finite differences) and returns a
-verdict: "holds", "fails" (with a counterexample) or "inconclusive". A failing check is a result
-about the paper, not an error of the toolkit.
+form, quadrature, Monte-Carlo with standard errors, finite differences) and returns a verdict:
+"holds", "fails" (with a counterexample) or "inconclusive", decided from its measurements by
+the one rule of `stability.checks.verdict`. A failing check is a result about the paper, not an
+error of the toolkit.
+
+One module per paper object, in the order of the paper (each module's checks form a group):
+lemma_a1 (alpha(n)), lemma_a2, prop1, prop2, props34 (the operator G_lambda, Propositions 3-4),
+lemma_e1, theorem1, theorem2. The group names of earlier versions still select what they did:
+"prop1" also selects Lemmas A.1-A.2 (its proof), "theorem1" also Propositions 3-4 and Lemma E.1,
+"operator" the two checks of G_lambda itself.
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ MODES = ("quick", "default", "thorough")
 
 @dataclass
 class CheckResult:
-    """The outcome of one check (the JSON contract of `stability check --json`)."""
+    """The outcome of one check (the JSON contract of `stability check --json`).
+
+    `margin_se` is set for Monte-Carlo checks: the distance of the deciding estimate from the
+    claim's bound in standard errors (>= 5 when the verdict is "holds" or "fails").
+    """
 
     name: str
     claim: str
@@ -34,6 +45,7 @@ class CheckResult:
     expected: float
     summary: str = ""
     interval: list | None = None
+    margin_se: float | None = None
     details: dict = field(default_factory=dict)
     counterexample: dict | None = None
     seconds: float = 0.0
@@ -88,10 +100,48 @@ def register(name: str, claim: str, reference: str, group: str):
 
 def _load_all() -> None:
     # Importing the modules registers their checks, in the order of the paper.
-    from stability.checks import literature, operator_checks, prop1, prop2, theorem2  # noqa: F401
+    from stability.checks import (  # noqa: F401
+        lemma_a1,
+        lemma_a2,
+        lemma_e1,
+        literature,
+        prop1,
+        prop2,
+        props34,
+        theorem1,
+        theorem2,
+    )
 
 
-GROUP_ORDER = ("prop1", "prop2", "operator", "theorem1", "theorem2", "literature")
+GROUP_ORDER = (
+    "lemma-a1",
+    "lemma-a2",
+    "prop1",
+    "prop2",
+    "props34",
+    "lemma-e1",
+    "theorem1",
+    "theorem2",
+    "literature",
+)
+
+# Selections by the group names of earlier versions (README, scripts): a proposition or theorem
+# selects the checks of the lemmas its proof uses, as it did when they shared a module.
+ALIASES = {
+    "prop1": ("lemma-a1", "lemma-a2", "prop1"),
+    "theorem1": ("props34", "lemma-e1", "theorem1"),
+}
+OPERATOR_CHECKS = ("operator-gaussian", "operator-nonlinear")
+
+
+def _selects(name: str, spec: CheckSpec) -> bool:
+    if name == "operator":
+        return spec.name in OPERATOR_CHECKS
+    if name in ALIASES:
+        return spec.group in ALIASES[name] and not (
+            name == "theorem1" and spec.name in OPERATOR_CHECKS
+        )
+    return spec.name == name or spec.group == name
 
 
 def all_checks() -> list[CheckSpec]:
@@ -101,16 +151,17 @@ def all_checks() -> list[CheckSpec]:
 
 
 def resolve(names: list[str] | None) -> list[CheckSpec]:
-    """Checks selected by name or group (e.g. 'prop1'); all when names is empty.
+    """Checks selected by name, group (e.g. 'lemma-a2') or alias ('prop1', 'operator'); all
+    when names is empty; in the order asked for (a group's checks in the order of the paper).
 
-    Raises ValueError naming the first unknown name.
+    Raises UsageError (a ValueError) naming the first unknown name.
     """
     checks = all_checks()
     if not names:
         return checks
     chosen = []
     for n in names:
-        matches = [c for c in checks if c.name == n or c.group == n]
+        matches = [c for c in checks if _selects(n, c)]
         if not matches:
             raise UsageError(f"unknown check {n!r}; see `stability check --list`")
         chosen.extend(m for m in matches if m not in chosen)
@@ -181,10 +232,3 @@ def run_checks(
         results.append(res)
         all_ran &= ran
     return results, all_ran
-
-
-def verdict_from(ok: bool, rejected: bool) -> str:
-    """'fails' when the claim is rejected, 'holds' when it is consistent, else 'inconclusive'."""
-    if rejected:
-        return "fails"
-    return "holds" if ok else "inconclusive"
