@@ -55,6 +55,11 @@ from stability.runs.runfolder import (
     write_summary,
 )
 
+# Runs x iterations x lambdas below which a run stays in this process by default: about half
+# a second of the exact engine at d = 2, less than starting workers that each import
+# matplotlib for the figures.
+INLINE_WORK = 2_000_000
+
 # The two infinities a collapsed (numerically singular) covariance legitimately gives: its log
 # determinant and the distance of its precision matrix to theta*. Any other non-finite number
 # means the run left float64.
@@ -196,7 +201,8 @@ def _memory_words(cfg: GaussianSimConfig, workers: int) -> tuple[str, str]:
 
 def choose_workers(cfg: GaussianSimConfig, workers: int | None, tasks: int) -> int:
     """Worker processes for a run: `workers` if given (checked against the memory available),
-    else every available core, as many as the tasks and the memory allow.
+    else every available core, as many as the tasks and the memory allow, or 1 (this process)
+    for a run too small to pay for starting processes (below `INLINE_WORK`).
 
     Parameters
     ----------
@@ -212,7 +218,9 @@ def choose_workers(cfg: GaussianSimConfig, workers: int | None, tasks: int) -> i
             raise UsageError(f"--workers must be an integer >= 1, got {workers!r}")
         check_memory(memory_estimate(cfg, workers), *_memory_words(cfg, workers))
         return int(workers)
-    chosen = min(available_cores(), max(1, tasks))
+    if cfg.runs * (cfg.iterations + 1) * len(cfg.lams) < INLINE_WORK or tasks <= 1:
+        return 1
+    chosen = min(available_cores(), tasks)
     free = available_memory()
     if free is not None:
         per_worker = memory_estimate(cfg, 1)

@@ -90,7 +90,7 @@ def _add_reproduce(sub):
     )
     p.add_argument("--out", default="reproduction", help="report folder (default ./reproduction)")
     p.add_argument("--only", nargs="+", default=None, help="theory | gaussian | 2d | deep")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_option, default=0)
     p.set_defaults(size="quick", func=cmd_reproduce)
 
 

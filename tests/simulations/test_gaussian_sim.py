@@ -607,9 +607,11 @@ def test_a_damaged_block_is_recomputed_on_resume(tmp_path, monkeypatch):
 def test_choose_workers_uses_the_cores_and_checks_a_given_number(monkeypatch):
     from simulations import gaussian_sim
 
-    cfg, _, _ = gs.GaussianSimConfig(runs=5000, iterations=2).resolve()
+    cfg, _, _ = gs.GaussianSimConfig(runs=10**5, iterations=100, lams=(1.0,)).resolve()
     monkeypatch.setattr(gaussian_sim, "available_cores", lambda: 3)
     assert gs.choose_workers(cfg, None, tasks=20) == 3
+    small, _, _ = gs.GaussianSimConfig(runs=5000, iterations=2).resolve()
+    assert gs.choose_workers(small, None, tasks=20) == 1  # not worth starting processes
     assert gs.choose_workers(cfg, None, tasks=2) == 2  # no more processes than blocks
     monkeypatch.setattr(gaussian_sim, "available_memory", lambda: gs.memory_estimate(cfg, 1) * 2.5)
     assert gs.choose_workers(cfg, None, tasks=20) == 2  # as many as the memory holds
