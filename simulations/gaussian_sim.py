@@ -387,6 +387,8 @@ def _summary_task(args):
 
 def _figure_task(args):
     metric, rows, path = args
+    from simulations.gaussian_figures import draw_figure
+
     draw_figure(_WORKER["cfg"], rows, metric, Path(path))
     return str(path)
 
@@ -527,51 +529,6 @@ def run_gaussian_simulation(
     return describe(cfg, folder, rows, figures)
 
 
-def _alpha_overlays(cfg: GaussianSimConfig, rows: list[dict]):
-    """alpha(n)^t (Proposition 1) scaled to the fully synthetic run's t = 0 mean."""
-    from stability import rates
-
-    start = [
-        r for r in rows if r["metric"] == "trace_sqrt_cov" and math.isinf(r["lam"]) and r["t"] == 0
-    ]
-    if not start or cfg.policy != "mix":
-        return []
-    t = np.arange(cfg.iterations + 1)
-    scale = start[0]["mean"]
-    # One refit multiplies E[sqrt(variance)] by alpha(n) with the unbiased estimator (eq 19);
-    # the maximum-likelihood estimator adds sqrt((n-1)/n).
-    step = 1.0 if cfg.estimator == "unbiased" else math.sqrt((cfg.n - 1) / cfg.n)
-    overlays = [
-        (
-            "alpha(n)^t (Prop. 1, 1D rate)",
-            t,
-            scale * (rates.alpha(cfg.n) * step) ** t,
-            dict(color="k", ls=":", lw=1.2),
-        )
-    ]
-    if cfg.dim > 1 and cfg.dim <= 3 and cfg.n - 1 >= cfg.dim and cfg.n <= rates.QUADRATURE_MAX_N:
-        a_d = rates.alpha_d_quadrature(cfg.n, cfg.dim)
-        overlays.append(
-            (
-                f"alpha_{cfg.dim}(n)^t (Lemma A.2)",
-                t,
-                scale * (a_d * step) ** t,
-                dict(color="gray", ls="-.", lw=1.0),
-            )
-        )
-    return overlays
-
-
-def draw_figure(cfg: GaussianSimConfig, rows: list[dict], metric: str, path: Path) -> None:
-    """Draw one metric against t from the summary rows and save it as a PNG at `path`."""
-    from simulations.gaussian import METRIC_DOC
-    from stability.runs.plots import metric_figure, save_figure
-
-    overlays = _alpha_overlays(cfg, rows) if metric == "trace_sqrt_cov" else None
-    title = f"{METRIC_DOC[metric]}\n{cfg.policy}, n={cfg.n}, d={cfg.dim}, {cfg.runs} runs ({cfg.engine})"
-    save_figure(metric_figure(rows, metric, title, overlays), path)
-
-
 def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path, pool=None) -> list[str]:
     """One PNG per metric, drawn from the summary rows (existing files are kept).
 
@@ -585,6 +542,8 @@ def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path, pool=N
     pool : executor, optional
         Draw the figures as tasks of this pool (in parallel); None draws them here.
     """
+    from simulations.gaussian_figures import draw_figure
+
     paths, pending = [], []
     for metric in METRICS:
         path = Path(folder) / f"{metric}.png"
