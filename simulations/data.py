@@ -35,6 +35,10 @@ from stability.linalg import random_spd
 
 DATASETS = ("gaussian", "moons", "moons-ffjord", "8gaussians", "8gaussians-ffjord")
 TWO_D = ("moons", "moons-ffjord", "8gaussians", "8gaussians-ffjord")
+# Largest condition number of Sigma_data for the 'gaussian' data: its inverse, square root and
+# determinant stay accurate in float64 up to about there (measured up to 1e14 at d = 2, 3, 5;
+# 1e30 gives singular matrices).
+MAX_COND = 1e14
 
 
 def _arcs(n: int) -> np.ndarray:
@@ -182,35 +186,104 @@ class DataSource:
         return self.name
 
 
+def _npy_header(p: Path) -> tuple[tuple, np.dtype]:
+    """Shape and dtype a .npy file claims in its header, checked before anything is read.
+
+    Refuses what is not a plain .npy array (an .npz archive or a pickle under a .npy name, a
+    truncated file) and numbers that are not real (complex, strings, objects), so that the
+    file is read only once it is known to be what it claims, with its size known.
+    """
+    try:
+        with open(p, "rb") as f:
+            if f.read(2) == b"PK":
+                raise UsageError(
+                    f"{str(p)!r} is an .npz archive, not a .npy array; save one array with numpy.save"
+                )
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+        size = p.stat().st_size
+    except UsageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read {str(p)!r} as a .npy array: {exc}") from None
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise UsageError(f"data file {p.name} holds {dtype} values, not real numbers")
+    need = math.prod(shape) * dtype.itemsize
+    if size < offset + need:
+        raise UsageError(
+            f"data file {p.name} is truncated: its header claims shape {shape} ({need} bytes), "
+            f"the file holds {size - offset}"
+        )
+    return tuple(shape), dtype
+
+
 def load_points(path: str | Path, dim: int | None = None) -> np.ndarray:
-    """Read a .npy file of shape (N, d) with N >= 2 finite rows; checks d against `dim`."""
+    """Read a .npy file of shape (N, d) with N >= 2 finite rows; checks d against `dim`.
+
+    A 1D array of shape (N,) is N points in dimension 1. The header is checked before the data
+    are read (`_npy_header`): an archive or pickle under a .npy name, a truncated file, values
+    that are not real numbers, a shape other than (N, d) with d >= 1, or an array larger than
+    the memory available are refused with one line (UsageError).
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, d), float64
+    """
+    from stability.runs.resources import check_memory
+
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"data file {str(p)!r} does not exist")
+    shape, dtype = _npy_header(p)
+    if len(shape) not in (1, 2):
+        raise UsageError(f"data file must hold an array of shape (N, d), got shape {shape}")
+    if len(shape) == 2 and shape[1] == 0:
+        raise UsageError(f"data file {p.name} has shape {shape}: its points have no coordinates")
+    if shape[0] < 2:
+        raise UsageError(f"data file must have at least 2 rows, got {shape[0]}")
+    if dim is not None and (shape[1] if len(shape) == 2 else 1) != dim:
+        d = shape[1] if len(shape) == 2 else 1
+        raise UsageError(f"--dim {dim} does not match the data file's dimension {d}")
+    # The file as read plus its float64 copy and the centred copy of the covariance.
+    check_memory(
+        3 * 8 * math.prod(shape), f"data file {p.name} of shape {shape}", "use a smaller file"
+    )
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:  # any unreadable file is bad input
         raise UsageError(f"cannot read {str(p)!r} as a .npy array: {exc}") from None
     if arr.ndim == 1:
         arr = arr[:, None]
-    if arr.ndim != 2:
-        raise UsageError(f"data file must hold an array of shape (N, d), got shape {arr.shape}")
-    arr = check_finite(arr, f"data file {p.name}")
-    if arr.shape[0] < 2:
-        raise UsageError(f"data file must have at least 2 rows, got {arr.shape[0]}")
-    if dim is not None and arr.shape[1] != dim:
-        raise UsageError(f"--dim {dim} does not match the data file's dimension {arr.shape[1]}")
-    return arr
+    return check_finite(arr, f"data file {p.name}")
 
 
 def make_source(name: str, dim: int | None = None, cond: float = 1.0) -> DataSource:
     """A DataSource from a name of DATASETS or a .npy path; validates dim."""
     if name.endswith(".npy") or Path(name).suffix == ".npy":
         pts = load_points(name, dim)
-        mean = pts.mean(axis=0)
-        cov = np.atleast_2d(np.cov(pts.T, ddof=0))
-        if np.linalg.eigvalsh(cov)[0] <= 0:
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = pts.mean(axis=0)
+            cov = np.atleast_2d(np.cov(pts.T, ddof=0))
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))):
+            big = float(np.max(np.abs(pts)))
+            raise UsageError(
+                f"data file {Path(name).name}: its covariance overflows float64 (values up to "
+                f"{big:.3g}); rescale the data"
+            )
+        smallest = np.linalg.eigvalsh(cov)[0]
+        if smallest <= 0:
             raise UsageError("data file has a singular covariance (points on a subspace)")
+        if smallest < np.finfo(float).tiny:
+            # Subnormal variances have lost their precision; products of them vanish.
+            raise UsageError(
+                f"data file {Path(name).name}: its covariance underflows float64 (smallest "
+                f"eigenvalue {smallest:.3g}); rescale the data"
+            )
         return DataSource(name, pts.shape[1], mean, cov, points=pts)
     if name in TWO_D:
         if dim not in (None, 2):
@@ -220,8 +293,11 @@ def make_source(name: str, dim: int | None = None, cond: float = 1.0) -> DataSou
     if name == "gaussian":
         d = 2 if dim is None else dim
         check_dim(d)
-        if not (cond >= 1.0 and math.isfinite(cond)):
-            raise UsageError(f"--data-cond must be a finite number >= 1, got {cond}")
+        if not (1.0 <= cond <= MAX_COND):
+            raise UsageError(
+                f"--data-cond must be a number in [1, {MAX_COND:g}], got {cond} (float64 loses "
+                "the smallest eigenvalue of a covariance conditioned beyond that)"
+            )
         mean, cov = population_moments(name, d, cond)
         return DataSource(name, d, mean, cov, cond=cond)
     raise UsageError(
@@ -234,3 +310,9 @@ def check_sizes(n: int, runs: int, iterations: int) -> None:
     check_n(n, "n")
     check_n(runs, "runs", minimum=1)
     check_n(iterations, "iterations", minimum=1)
+
+
+def check_seed(seed) -> None:
+    """Validate a --seed: an integer >= 0 (numpy's SeedSequence refuses negative entropy)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"--seed must be an integer >= 0, got {seed!r}")

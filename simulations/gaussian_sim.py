@@ -8,19 +8,31 @@ Algorithm 1 draws D_real once -- and its synthetic data from SeedSequence(seed, 
 key(policy, lambda), b)). Results therefore do not depend on the number of workers, on how the
 blocks are grouped, or on which other lambda values are simulated; each finished block is saved
 atomically, so an interrupted run resumes where it stopped and gives the same numbers.
+
+A run is a set of tasks for a pool of worker processes (all the cores by default): the blocks,
+then, as soon as a lambda's blocks are all saved, one summary per metric (read from the saved
+blocks, so the numbers do not depend on whether a block was computed now or before a crash),
+then one figure per metric drawn from the summary. Only the workers hold per-run values, one
+block or one metric at a time; the saved blocks are what a resumed run needs, and are removed
+once summary.csv is written (kept with ``keep_blocks``).
+
+A run whose numbers leave float64 (NaN, or an infinity other than the log-determinant and
+precision of a collapsed covariance) stops with a `RunError` naming the metric, run, iteration
+and lambda; the folder then has no summary.csv, so it does not count as finished.
 """
 
 from __future__ import annotations
 
 import math
+import zipfile
 import zlib
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, fields
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from simulations.data import DataSource, check_sizes, make_source
+from simulations.data import DATASETS, TWO_D, DataSource, check_seed, check_sizes, make_source
 from simulations.gaussian import (
     ENGINES,
     ESTIMATORS,
@@ -30,8 +42,9 @@ from simulations.gaussian import (
     Metrics,
     sample_real_stats,
 )
-from stability.errors import UsageError, check_lam, check_n
-from stability.loop import PointSet, Policy, retrain
+from stability.errors import RunError, UsageError, check_dim, check_lam, check_n
+from stability.loop import PointSet, Policy, retrain, synthetic_count
+from stability.runs.resources import available_cores, available_memory, check_memory
 from stability.runs.runfolder import (
     RunFolder,
     atomic_save_npz,
@@ -41,6 +54,16 @@ from stability.runs.runfolder import (
     summary_rows,
     write_summary,
 )
+
+# Runs x iterations x lambdas below which a run stays in this process by default: about half
+# a second of the exact engine at d = 2, less than starting workers that each import
+# matplotlib for the figures.
+INLINE_WORK = 2_000_000
+
+# The two infinities a collapsed (numerically singular) covariance legitimately gives: its log
+# determinant and the distance of its precision matrix to theta*. Any other non-finite number
+# means the run left float64.
+COLLAPSE_LIMITS = {"logdet_cov": -math.inf, "theta_err": math.inf}
 
 
 @dataclass(frozen=True)
@@ -64,7 +87,11 @@ class GaussianSimConfig:
     _source: DataSource | None = field(default=None, compare=False, repr=False)
 
     def resolve(self) -> tuple[GaussianSimConfig, DataSource, list[Policy]]:
-        """Validate every option (ValueError with one line) and fill the defaults.
+        """Validate every option (UsageError with one line) and fill the defaults.
+
+        Everything is checked before anything large is allocated: the memory one worker needs
+        (`memory_estimate`) is compared with the memory available before the data's moments
+        are built.
 
         Returns the completed config, the data source and one Policy per lambda.
         """
@@ -77,47 +104,48 @@ class GaussianSimConfig:
         lams = tuple(check_lam(v) for v in self.lams)
         if len(set(lams)) != len(lams):
             raise UsageError("lambda values must be distinct")
-        source = make_source(self.data, self.dim, self.data_cond)
+        check_seed(self.seed)
+        check_n(self.block_size, "block_size", minimum=1)
+        is_file = self.data not in DATASETS
+        source = make_source(self.data, self.dim, self.data_cond) if is_file else None
         n = self.n
         if n is None:
-            n = len(source.points) if source.is_file else 100
+            n = len(source.points) if is_file else 100
         check_sizes(n, self.runs, self.iterations)
-        check_n(self.block_size, "block_size", minimum=1)
+        dim = source.dim if is_file else (2 if self.dim is None or self.data in TWO_D else self.dim)
+        check_dim(dim, "--dim")
+        policies = [Policy(self.policy, lam, self.n_fresh, self.subsample_size) for lam in lams]
+        self._check_training_sets(policies, n, dim)
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_source"}
+        cfg = GaussianSimConfig(**{**values, "dim": dim, "n": n, "lams": lams})
+        check_memory(memory_estimate(cfg, 1), *_memory_words(cfg, 1))
+        if source is None:
+            source = make_source(self.data, self.dim, self.data_cond)
         if source.is_file and n > len(source.points):
             raise UsageError(f"--n {n} exceeds the {len(source.points)} rows of the data file")
+        if self.policy == "fresh" and source.is_file and (self.n_fresh or n) > len(source.points):
+            raise UsageError("--n-fresh exceeds the rows of the data file")
+        return replace(cfg, _source=source), source, policies
+
+    def _check_training_sets(self, policies: list[Policy], n: int, dim: int) -> None:
+        """Refuse training sets too small for a covariance estimate, or a singular one."""
         if self.estimator == "unbiased" and n < 2:
             raise UsageError("n must be >= 2")
-        policies = [Policy(self.policy, lam, self.n_fresh, self.subsample_size) for lam in lams]
         if self.policy == "accumulate-subsample" and self.engine == "exact":
             raise UsageError(
                 "policy accumulate-subsample has no exact (sufficient-statistics) form; use --engine sample"
             )
-        if self.policy == "fresh" and source.is_file and (self.n_fresh or n) > len(source.points):
-            raise UsageError("--n-fresh exceeds the rows of the data file")
         for pol in policies:
-            sizes = pol.sizes(n, 1)
-            if min(sizes) - ESTIMATORS[self.estimator] <= 0:
+            smallest = min(pol.sizes(n, 1))
+            if smallest - ESTIMATORS[self.estimator] <= 0:
+                raise UsageError(f"{pol.label}: a training set of {smallest} point(s) is too small")
+            if smallest <= dim:
+                # n points span at most n - 1 dimensions: log det = -inf and no precision
+                # matrix from the first fit on, for every run.
                 raise UsageError(
-                    f"{pol.label}: a training set of {min(sizes)} point(s) is too small"
+                    f"{pol.label}: a training set of {smallest} points in dimension {dim} has a "
+                    f"singular covariance; use --n > {dim}"
                 )
-        cfg = GaussianSimConfig(
-            dim=source.dim,
-            n=n,
-            lams=lams,
-            policy=self.policy,
-            iterations=self.iterations,
-            runs=self.runs,
-            seed=self.seed,
-            engine=self.engine,
-            data=self.data,
-            estimator=self.estimator,
-            n_fresh=self.n_fresh,
-            subsample_size=self.subsample_size,
-            data_cond=self.data_cond,
-            block_size=self.block_size,
-            _source=source,
-        )
-        return cfg, source, policies
 
     def options(self) -> dict:
         """The options recorded in config.json (JSON types; lambda as number or 'inf')."""
@@ -130,6 +158,76 @@ class GaussianSimConfig:
         return math.ceil(self.runs / self.block_size)
 
 
+def memory_estimate(cfg: GaussianSimConfig, workers: int) -> float:
+    """Peak memory in bytes of a run with `workers` processes (a conservative estimate).
+
+    Each worker holds one block at a time: its (B, d, d) matrices (statistics, covariances,
+    factors, Wishart draws, eigen-decompositions: about 24 alive at once), the points of the
+    sample engine (real data, training set and a copy, up to the largest training set), and
+    the block's metrics (6 x B x (T+1), and the archive being written); or, when summarising,
+    one metric of every run (R x (T+1): gathered, transposed, partitioned). The parent holds
+    only summaries.
+
+    Parameters
+    ----------
+    cfg : GaussianSimConfig
+        A configuration with `dim` and `n` filled in.
+    workers : int
+    """
+    d, t1 = cfg.dim, cfg.iterations + 1
+    b = min(cfg.block_size, cfg.runs)
+    engine = 8.0 * b * 24 * d * d
+    if cfg.engine == "sample":
+        largest = 0
+        for lam in cfg.lams:
+            k = synthetic_count(lam, cfg.n)
+            if cfg.policy.startswith("accumulate"):
+                largest = max(largest, cfg.n + cfg.iterations * k)
+            else:
+                largest = max(largest, (cfg.n_fresh or cfg.n) + k, cfg.n)
+        engine += 8.0 * b * d * 3 * (largest + cfg.n)
+    block = engine + 8.0 * len(METRICS) * b * t1 * 2
+    summary = 8.0 * cfg.runs * t1 * 3
+    return workers * max(block, summary)
+
+
+def _memory_words(cfg: GaussianSimConfig, workers: int) -> tuple[str, str]:
+    what = (
+        f"simulate gaussian ({cfg.runs} runs x {cfg.iterations} iterations, d = {cfg.dim}, "
+        f"n = {cfg.n}, {cfg.engine} engine, {workers} worker(s))"
+    )
+    return what, "use fewer --runs or --iterations, a smaller --dim or --n, or fewer --workers"
+
+
+def choose_workers(cfg: GaussianSimConfig, workers: int | None, tasks: int) -> int:
+    """Worker processes for a run: `workers` if given (checked against the memory available),
+    else every available core, as many as the tasks and the memory allow, or 1 (this process)
+    for a run too small to pay for starting processes (below `INLINE_WORK`).
+
+    Parameters
+    ----------
+    cfg : GaussianSimConfig
+        A resolved configuration.
+    workers : int or None
+        The --workers option (None: automatic).
+    tasks : int
+        Blocks still to simulate.
+    """
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+            raise UsageError(f"--workers must be an integer >= 1, got {workers!r}")
+        check_memory(memory_estimate(cfg, workers), *_memory_words(cfg, workers))
+        return int(workers)
+    if cfg.runs * (cfg.iterations + 1) * len(cfg.lams) < INLINE_WORK or tasks <= 1:
+        return 1
+    chosen = min(available_cores(), tasks)
+    free = available_memory()
+    if free is not None:
+        per_worker = memory_estimate(cfg, 1)
+        chosen = max(1, min(chosen, int(free // max(per_worker, 1.0))))
+    return chosen
+
+
 def _lam_key(policy: str, lam: float) -> int:
     return zlib.crc32(f"{policy}|{format_lam(lam)}".encode())
 
@@ -137,10 +235,18 @@ def _lam_key(policy: str, lam: float) -> int:
 def simulate_block(
     cfg: GaussianSimConfig, lam: float, block: int, source: DataSource | None = None
 ) -> dict:
-    """Metrics of the runs of one block for one lambda: dict metric -> array (B, T+1)."""
+    """Metrics of the runs of one block for one lambda: dict metric -> array (B, T+1).
+
+    Raises
+    ------
+    RunError
+        When a number leaves float64 (`first_nonfinite`) or a factorisation fails: one line
+        with the metric, run, iteration and lambda.
+    """
     source = source or cfg._source or make_source(cfg.data, cfg.dim, cfg.data_cond)
     policy = Policy(cfg.policy, lam, cfg.n_fresh, cfg.subsample_size)
-    b = min(cfg.block_size, cfg.runs - block * cfg.block_size)
+    first = block * cfg.block_size
+    b = min(cfg.block_size, cfg.runs - first)
     rng_real = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0, block)))
     rng = np.random.default_rng(
         np.random.SeedSequence(cfg.seed, spawn_key=(1, _lam_key(cfg.policy, lam), block))
@@ -161,146 +267,295 @@ def simulate_block(
     # (T+1, B) while recording: each iteration writes one contiguous row. float64: collapsing
     # runs reach precisions far beyond float32's range.
     rows = {m: np.empty((cfg.iterations + 1, b)) for m in METRICS}
+    done = [-1]
 
     def record(t, model, data):
         for name, values in metrics(model.mu, model.cov).items():
             rows[name][t] = values
+        done[0] = t
 
-    retrain(model, real, policy, cfg.iterations, rng, on_iteration=record, fresh_source=fresh)
-    return {m: v.T for m, v in rows.items()}
+    where = f"lambda = {format_lam(lam)}, runs {first}..{first + b - 1}"
+    try:
+        # Overflow is detected in the results below, with its iteration and run; numpy's
+        # warnings would only add lines without saying where.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            retrain(
+                model, real, policy, cfg.iterations, rng, on_iteration=record, fresh_source=fresh
+            )
+    except np.linalg.LinAlgError as exc:
+        raise RunError(
+            f"the covariance could not be factorised at iteration t = {done[0] + 1}, {where}: {exc}"
+        ) from None
+    values = {m: v.T for m, v in rows.items()}
+    bad = first_nonfinite(values)
+    if bad is not None:
+        t, name, run, value = bad
+        raise RunError(
+            f"{name} = {value} in run {first + run} at iteration t = {t}, lambda = "
+            f"{format_lam(lam)}: the numbers left float64 (data too large or too degenerate)"
+        )
+    return values
 
 
-def _block_path(folder: RunFolder, li: int, block: int) -> Path:
-    return folder.file("blocks", f"lam{li}_block{block:05d}.npz")
+def first_nonfinite(values: dict[str, np.ndarray]) -> tuple[int, str, int, float] | None:
+    """The earliest number that left float64 in a block's metrics, or None.
+
+    NaN anywhere, or an infinity other than `COLLAPSE_LIMITS` (the log determinant and the
+    precision distance of a collapsed covariance) after t = 0: the fit on the real data
+    (t = 0) has a non-singular covariance, so an infinity there means it under- or overflowed.
+
+    Parameters
+    ----------
+    values : dict of str to numpy.ndarray, each of shape (B, T+1)
+
+    Returns
+    -------
+    tuple or None
+        (t, metric, run within the block, value) of the earliest iteration with such a number.
+    """
+    found = None
+    for name, v in values.items():
+        bad = ~np.isfinite(v)
+        limit = COLLAPSE_LIMITS.get(name)
+        if limit is not None:
+            bad[:, 1:] &= v[:, 1:] != limit
+        per_t = bad.any(axis=0)
+        if per_t.any():
+            t = int(np.argmax(per_t))
+            if found is None or t < found[0]:
+                run = int(np.argmax(bad[:, t]))
+                found = (t, name, run, float(v[run, t]))
+    return found
+
+
+# ---- the tasks of a run, executed by worker processes (or inline) --------------------------
+# A worker receives the resolved configuration once (its data source can be a large file),
+# then small task tuples.
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: GaussianSimConfig) -> None:
+    _WORKER["cfg"] = cfg
+
+
+def _block_path(folder: RunFolder | Path, li: int, block: int) -> Path:
+    base = folder.path if isinstance(folder, RunFolder) else Path(folder)
+    return base / "blocks" / f"lam{li}_block{block:05d}.npz"
+
+
+def _save_block(path: Path, values: dict) -> None:
+    # No fsync: a block is checked when read back (the CRC-32 of each archive member, the
+    # shapes) and recomputed if damaged, so only the rename needs to be atomic.
+    atomic_save_npz(path, durable=False, **values)
 
 
 def _run_task(args):
-    cfg, li, lam, block, path = args
-    values = simulate_block(cfg, lam, block)
-    # Summaries are always computed from the stored blocks, so the numbers do not depend on
-    # whether a block was computed now or read back after a crash.
-    atomic_save_npz(path, **values)
+    li, lam, block, path = args
+    values = simulate_block(_WORKER["cfg"], lam, block)
+    _save_block(path, values)
     return li, block
+
+
+def _read_block(li: int, lam: float, block: int, path: Path, metric: str) -> np.ndarray:
+    """One metric of a saved block, shape (B, T+1); a missing or damaged block is recomputed."""
+    cfg = _WORKER["cfg"]
+    shape = (min(cfg.block_size, cfg.runs - block * cfg.block_size), cfg.iterations + 1)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            values = archive[metric]
+        if values.shape == shape and values.dtype == np.float64:
+            return values
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        pass
+    values = simulate_block(cfg, lam, block)
+    _save_block(path, values)
+    return values[metric]
+
+
+def _summary_task(args):
+    li, lam, metric, paths = args
+    cfg = _WORKER["cfg"]
+    # Runs in block order, each t contiguous (Fortran order): the layout in which the saved
+    # blocks were always summarised, and numpy's sums over runs depend on the layout in the
+    # last bits (pairwise along contiguous memory, sequential across it).
+    values = np.empty((cfg.runs, cfg.iterations + 1), order="F")
+    for block, path in enumerate(paths):
+        lo = block * cfg.block_size
+        values[lo : lo + cfg.block_size] = _read_block(li, lam, block, path, metric)
+    return summary_rows(cfg.policy, lam, metric, values)
+
+
+def _figure_task(args):
+    metric, rows, path = args
+    from simulations.gaussian_figures import draw_figure
+
+    draw_figure(_WORKER["cfg"], rows, metric, Path(path))
+    return str(path)
+
+
+class _Inline:
+    """The executor of a single worker: runs each task when it is submitted, in this process.
+
+    Exceptions propagate from `submit` at once, so a failing block stops the run before the
+    next one starts.
+    """
+
+    def __init__(self, initializer, initargs):
+        initializer(*initargs)
+
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def _executor(workers: int, cfg: GaussianSimConfig):
+    if workers == 1:
+        return _Inline(_init_worker, (cfg,))
+    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(cfg,))
+
+
+def _simulate(cfg: GaussianSimConfig, folder: RunFolder, pool, bar) -> list[dict]:
+    """Run the missing blocks and summarise each lambda as soon as its blocks are saved."""
+    futures: dict = {}
+    left = [0] * len(cfg.lams)
+    summaries: dict = {}
+
+    def summarise(li: int) -> None:
+        paths = [_block_path(folder, li, b) for b in range(cfg.blocks)]
+        for metric in METRICS:
+            task = (li, cfg.lams[li], metric, paths)
+            futures[pool.submit(_summary_task, task)] = ("summary", li, metric)
+
+    for li, lam in enumerate(cfg.lams):
+        for b in range(cfg.blocks):
+            path = _block_path(folder, li, b)
+            if not path.exists():
+                left[li] += 1
+                futures[pool.submit(_run_task, (li, lam, b, path))] = ("block", li, b)
+    if bar is not None:
+        bar.update(len(cfg.lams) * cfg.blocks - sum(left))
+    for li in range(len(cfg.lams)):
+        if left[li] == 0:
+            summarise(li)
+    while futures:
+        done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+        for future in done:
+            kind, li, what = futures.pop(future)
+            result = future.result()
+            if kind == "summary":
+                summaries[li, what] = result
+                continue
+            if bar is not None:
+                bar.update()
+            left[li] -= 1
+            if left[li] == 0:
+                summarise(li)
+    return [row for li in range(len(cfg.lams)) for m in METRICS for row in summaries[li, m]]
+
+
+def _remove_blocks(folder: RunFolder, cfg: GaussianSimConfig) -> None:
+    for li in range(len(cfg.lams)):
+        for b in range(cfg.blocks):
+            _block_path(folder, li, b).unlink(missing_ok=True)
+    try:
+        folder.file("blocks").rmdir()
+    except OSError:
+        pass
 
 
 def run_gaussian_simulation(
     config: GaussianSimConfig,
     out: str | Path,
-    workers: int = 1,
+    workers: int | None = None,
     progress: bool = False,
     keep_blocks: bool = False,
 ) -> dict:
     """Run (or resume) a simulation in folder `out`; returns a dict describing the results.
 
-    Validates everything before writing anything (ValueError on bad input).
+    Validates everything before writing anything (UsageError on bad input, memory included),
+    then holds the folder's lock for the whole run (a second command on the same folder gets a
+    UsageError naming this process).
+
+    Parameters
+    ----------
+    config : GaussianSimConfig
+    out : str or Path
+        The run folder.
+    workers : int or None
+        Worker processes; None uses every available core (`choose_workers`). The numbers do
+        not depend on it.
+    progress : bool
+        Show a progress bar (blocks) on stderr.
+    keep_blocks : bool
+        Keep the per-run metrics in DIR/blocks/ after the summary is written.
     """
     cfg, source, _ = config.resolve()
-    check_n(workers, "workers", minimum=1)
     folder = RunFolder(out, "simulate gaussian", cfg.options())
     folder.check_writable()
-    summary_path = folder.file("summary.csv")
-    if not summary_path.exists():
-        folder.path.mkdir(parents=True, exist_ok=True)
+    todo = sum(
+        not _block_path(folder, li, b).exists()
+        for li in range(len(cfg.lams))
+        for b in range(cfg.blocks)
+    )
+    workers = choose_workers(cfg, workers, todo)
+    with folder.locked():
+        summary_path = folder.file("summary.csv")
+        if summary_path.exists():
+            rows = read_summary(summary_path)
+            return describe(cfg, folder, rows, write_figures(cfg, rows, folder.file("figures")))
         folder.write_config(
             extra={"data_moments": {"mean": source.mean.tolist(), "cov": source.cov.tolist()}}
         )
-        tasks = [
-            (cfg, li, lam, b, _block_path(folder, li, b))
-            for li, lam in enumerate(cfg.lams)
-            for b in range(cfg.blocks)
-            if not _block_path(folder, li, b).exists()
-        ]
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(
-                total=len(cfg.lams) * cfg.blocks,
-                initial=len(cfg.lams) * cfg.blocks - len(tasks),
-                desc="gaussian",
-                unit="block",
-            )
-        if workers == 1 or len(tasks) <= 1:
-            for task in tasks:
-                _run_task(task)
-                if bar:
-                    bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(_run_task, tasks):
-                    if bar:
-                        bar.update()
-        if bar:
-            bar.close()
-        rows = []
-        for li, lam in enumerate(cfg.lams):
-            for metric in METRICS:
-                vals = np.concatenate(
-                    [np.load(_block_path(folder, li, b))[metric] for b in range(cfg.blocks)]
-                )
-                rows.extend(summary_rows(cfg.policy, lam, metric, vals))
-        write_summary(summary_path, rows)
+            bar = tqdm(total=len(cfg.lams) * cfg.blocks, desc="gaussian", unit="block")
+        pool = _executor(workers, cfg)
+        try:
+            write_summary(summary_path, _simulate(cfg, folder, pool, bar))
+            rows = read_summary(summary_path)
+            figures = write_figures(cfg, rows, folder.file("figures"), pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.close()
         if not keep_blocks:
-            for li in range(len(cfg.lams)):
-                for b in range(cfg.blocks):
-                    _block_path(folder, li, b).unlink(missing_ok=True)
-            try:
-                folder.file("blocks").rmdir()
-            except OSError:
-                pass
-    rows = read_summary(summary_path)
-    figures = write_figures(cfg, rows, folder.file("figures"))
+            _remove_blocks(folder, cfg)
     return describe(cfg, folder, rows, figures)
 
 
-def _alpha_overlays(cfg: GaussianSimConfig, rows: list[dict]):
-    """alpha(n)^t (Proposition 1) scaled to the fully synthetic run's t = 0 mean."""
-    from stability import rates
+def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path, pool=None) -> list[str]:
+    """One PNG per metric, drawn from the summary rows (existing files are kept).
 
-    start = [
-        r for r in rows if r["metric"] == "trace_sqrt_cov" and math.isinf(r["lam"]) and r["t"] == 0
-    ]
-    if not start or cfg.policy != "mix":
-        return []
-    t = np.arange(cfg.iterations + 1)
-    scale = start[0]["mean"]
-    # One refit multiplies E[sqrt(variance)] by alpha(n) with the unbiased estimator (eq 19);
-    # the maximum-likelihood estimator adds sqrt((n-1)/n).
-    step = 1.0 if cfg.estimator == "unbiased" else math.sqrt((cfg.n - 1) / cfg.n)
-    overlays = [
-        (
-            "alpha(n)^t (Prop. 1, 1D rate)",
-            t,
-            scale * (rates.alpha(cfg.n) * step) ** t,
-            dict(color="k", ls=":", lw=1.2),
-        )
-    ]
-    if cfg.dim > 1 and cfg.dim <= 3 and cfg.n - 1 >= cfg.dim and cfg.n <= rates.QUADRATURE_MAX_N:
-        a_d = rates.alpha_d_quadrature(cfg.n, cfg.dim)
-        overlays.append(
-            (
-                f"alpha_{cfg.dim}(n)^t (Lemma A.2)",
-                t,
-                scale * (a_d * step) ** t,
-                dict(color="gray", ls="-.", lw=1.0),
-            )
-        )
-    return overlays
+    Parameters
+    ----------
+    cfg : GaussianSimConfig
+    rows : list of dict
+        The summary rows (`stability.runs.runfolder.read_summary`).
+    folder : Path
+        Where the figures go.
+    pool : executor, optional
+        Draw the figures as tasks of this pool (in parallel); None draws them here.
+    """
+    from simulations.gaussian_figures import draw_figure
 
-
-def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path) -> list[str]:
-    """One PNG per metric (skipping files that already exist); returns their paths."""
-    from simulations.gaussian import METRIC_DOC
-    from stability.runs.plots import metric_figure, save_figure
-
-    paths = []
+    paths, pending = [], []
     for metric in METRICS:
-        path = folder / f"{metric}.png"
+        path = Path(folder) / f"{metric}.png"
         if not path.exists():
-            overlays = _alpha_overlays(cfg, rows) if metric == "trace_sqrt_cov" else None
-            title = f"{METRIC_DOC[metric]}\n{cfg.policy}, n={cfg.n}, d={cfg.dim}, {cfg.runs} runs ({cfg.engine})"
-            save_figure(metric_figure(rows, metric, title, overlays), path)
+            mine = [r for r in rows if r["metric"] == metric]
+            if pool is None:
+                draw_figure(cfg, mine, metric, path)
+            else:
+                pending.append(pool.submit(_figure_task, (metric, mine, str(path))))
         paths.append(str(path))
+    for future in pending:
+        future.result()
     return paths
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simulations.data import TWO_D, DataSource, make_source
-from stability.errors import UsageError, check_lam, check_n
+from simulations.data import TWO_D, DataSource, check_seed, make_source
+from stability.errors import RunError, UsageError, check_lam, check_n
 from stability.loop import LoopState, PointSet, Policy, retrain, synthetic_count
 from stability.runs.runfolder import (
     RunFolder,
@@ -106,8 +106,10 @@ class TwoDConfig:
         if len(set(lams)) != len(lams):
             raise UsageError("lambda values must be distinct")
         policies = [Policy(self.policy, lam, self.n_fresh, self.subsample_size) for lam in lams]
-        n_eval = self.n_eval or self.n
-        check_n(n_eval, "n_eval")
+        # None means "as many as n"; 0 is refused (it used to mean n as well, silently).
+        n_eval = self.n if self.n_eval is None else self.n_eval
+        check_n(n_eval, "--n-eval")
+        check_seed(self.seed)
         if self.model == "diffusion":
             scale = 1000.0 / self.diffusion_steps
             if 0.02 * scale >= 1:
@@ -116,7 +118,15 @@ class TwoDConfig:
                 )
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(lams=lams, n_eval=n_eval, init_epochs=self.init_epochs or 4 * self.epochs)
-        return TwoDConfig(**values), source, policies
+        cfg = TwoDConfig(**values)
+        from stability.runs.resources import check_memory
+
+        check_memory(
+            memory_estimate(cfg),
+            f"simulate {self.model} ({self.runs} runs, n = {self.n}, n-eval = {n_eval})",
+            "use fewer --runs or a smaller --n or --n-eval",
+        )
+        return cfg, source, policies
 
     def options(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -126,6 +136,24 @@ class TwoDConfig:
     def steps(self, epochs: float) -> int:
         """Optimisation steps for `epochs` passes over n real points (constant samples seen)."""
         return max(1, math.ceil(epochs * self.n / self.batch))
+
+
+def memory_estimate(cfg: TwoDConfig) -> float:
+    """Peak memory in bytes of a 2D simulation (a conservative estimate).
+
+    Per run: the float64 points (training set, held-out set, floor sample, the samples of an
+    iteration and their cached copy, the accumulated pool), the float32 network with its
+    gradients, Adam moments and theta_0 (6 copies of about 2 width^2 parameters), and the
+    activations of a minibatch and of the sampling batch; plus one exact-OT cost matrix
+    (n_eval^2) per core.
+    """
+    k = max(synthetic_count(lam, cfg.n) for lam in cfg.lams)
+    pool = cfg.n + cfg.iterations * k if cfg.policy.startswith("accumulate") else 0
+    points = 2 * 8.0 * (cfg.n + 3 * cfg.n_eval + 2 * max(cfg.n_eval, k) + pool)
+    params = 2 * cfg.width**2 + 8 * cfg.width
+    network = 4.0 * (6 * params + 8 * cfg.width * (cfg.batch + max(cfg.n_eval, k)))
+    ot = 8.0 * cfg.n_eval**2 * 4 if cfg.n_eval <= cfg.exact_max else 0.0
+    return cfg.runs * (points + network) + ot
 
 
 def _lam_key(policy: str, lam: float) -> int:
@@ -214,9 +242,43 @@ def _save(path: Path, obj: dict) -> None:
 
 
 def _load(path: Path) -> dict:
+    """A checkpoint of this run folder; a damaged or unsafe one is refused (UsageError).
+
+    `torch.load(weights_only=True)` never runs code from the file: a checkpoint holding
+    anything but tensors and plain containers is refused, as is a truncated or corrupt one,
+    with one line naming it.
+    """
+    import pickle
+
     import torch
 
-    return torch.load(path, weights_only=True)
+    try:
+        ck = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise UsageError(
+            f"checkpoint {path} holds objects other than tensors (refused: loading it could run "
+            "code); delete it to recompute that part of the run"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise UsageError(
+            f"checkpoint {path} is damaged ({first[:120]}); delete it to recompute that part of "
+            "the run"
+        ) from None
+    if not isinstance(ck, dict):
+        raise UsageError(f"checkpoint {path} is not a checkpoint of this toolkit; delete it")
+    return ck
+
+
+def _check_finite_samples(samples: np.ndarray, t: int, lam: float) -> None:
+    """Stop the run (RunError) when a model's samples left float64 (a diverging fit)."""
+    if not np.all(np.isfinite(samples)):
+        runs = np.nonzero(~np.all(np.isfinite(samples), axis=(1, 2)))[0]
+        where = "" if math.isnan(lam) else f", lambda = {format_lam(lam)}"
+        raise RunError(
+            f"samples of run {int(runs[0])} are not finite at iteration t = {t}{where} "
+            f"({len(runs)} run(s)): the fit diverged (try a smaller --lr)"
+        )
 
 
 class TwoDSimulation:
@@ -244,6 +306,7 @@ class TwoDSimulation:
         # max(n_eval, n) whatever the lambda values, so that a lambda's numbers do not depend on
         # the others; a lambda > 1 needing more synthetic points draws them from its own stream.
         samples = model.sample(max(cfg.n_eval, cfg.n), RunStreams(cfg.seed, (7,), self.runs)).x
+        _check_finite_samples(samples, 0, math.nan)
         exact = cfg.n_eval <= cfg.exact_max
         seeds = [zlib.crc32(f"{cfg.seed}|{r}|0".encode()) for r in self.runs]
         metrics = _distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
@@ -297,6 +360,7 @@ class TwoDSimulation:
 
         def record(t, wrapped, data):
             samples = model.sample(max(cfg.n_eval, kmax), streams).x
+            _check_finite_samples(samples, t, lam)
             seeds = [zlib.crc32(f"{cfg.seed}|{r}|{li}|{t}".encode()) for r in self.runs]
             d = _distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
             for k, v in d.items():
@@ -343,6 +407,17 @@ class TwoDSimulation:
 
     # ---- everything -------------------------------------------------------------------------
     def run(self) -> dict:
+        """Run or resume the simulation, holding the folder's lock; returns `describe`'s dict.
+
+        Checkpoints left by an earlier run are all read before anything is written, so that a
+        damaged or unsafe one is refused (UsageError) with the folder unchanged.
+        """
+        with self.folder.locked():
+            for path in sorted(self.folder.file("checkpoints").glob("*.pt")):
+                _load(path)
+            return self._run()
+
+    def _run(self) -> dict:
         cfg = self.cfg
         summary_path = self.folder.file("summary.csv")
         if not summary_path.exists():

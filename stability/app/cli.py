@@ -25,7 +25,7 @@ def _add_check(sub):
     p.add_argument("names", nargs="*", help="check names or groups (default: all)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--seed", type=int, default=0, help="seed of every Monte-Carlo check")
+    p.add_argument("--seed", type=seed_option, default=0, help="seed of every Monte-Carlo check")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick")
     mode.add_argument("--thorough", action="store_const", dest="mode", const="thorough")
@@ -37,7 +37,9 @@ def _add_alpha(sub):
     p.add_argument("n", type=str, help="number of samples per refit (>= 2)")
     p.add_argument("--dim", type=str, default="1", help="dimension D (default 1)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo estimate (D > 3)")
+    p.add_argument(
+        "--seed", type=seed_option, default=0, help="seed of the Monte-Carlo estimate (D > 3)"
+    )
     p.set_defaults(func=cmd_alpha)
 
 
@@ -88,7 +90,7 @@ def _add_reproduce(sub):
     )
     p.add_argument("--out", default="reproduction", help="report folder (default ./reproduction)")
     p.add_argument("--only", nargs="+", default=None, help="theory | gaussian | 2d | deep")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_option, default=0)
     p.set_defaults(size="quick", func=cmd_reproduce)
 
 
@@ -228,20 +230,55 @@ def cmd_check(args) -> int:
     return 0 if all_ran else 1
 
 
+def _integer(text: str, name: str, minimum: int) -> int:
+    """An integer option written as an integer or in float notation (1e6), >= minimum.
+
+    Refuses what is not a finite integer (inf, nan, 2.5, words) and what float64 cannot hold,
+    with one line naming the option.
+    """
+    words = f"{name} must be an integer >= {minimum}, got {text!r}"
+    try:
+        value = int(text.strip())
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            raise UsageError(words) from None
+        if not math.isfinite(number) or number != math.floor(number):
+            raise UsageError(words) from None
+        value = int(number)
+    if value < minimum:
+        raise UsageError(words)
+    if value > sys.float_info.max:
+        raise UsageError(
+            f"{name} is beyond float64 (at most about 1.8e308), got {len(text)} digits"
+        )
+    return value
+
+
+def seed_option(text: str) -> int:
+    """The argparse type of --seed: an integer >= 0 (numpy refuses negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def alpha_monte_carlo_bytes(n: int, d: int, runs: int) -> float:
+    """Peak memory of the Monte-Carlo alpha_D(n): `runs` draws of n points in R^d, centred
+    (2 x runs x n x d numbers), their scatter matrices and square roots (about 5 x runs x d^2).
+    """
+    return 8.0 * runs * (2.0 * n * d + 5.0 * d * d)
+
+
 def cmd_alpha(args) -> int:
     from stability import rates as A
-    from stability.errors import check_dim, check_n
 
-    try:
-        n = int(float(args.n)) if float(args.n) == int(float(args.n)) else float(args.n)
-    except ValueError:
-        raise UsageError(f"n must be an integer >= 2, got {args.n!r}") from None
-    try:
-        d = int(args.dim)
-    except ValueError:
-        raise UsageError(f"dim must be an integer >= 1, got {args.dim!r}") from None
-    check_n(n)
-    check_dim(d)
+    n = _integer(args.n, "n", 2)
+    d = _integer(args.dim, "--dim", 1)
     out = dict(n=n, dim=d, alpha=float(A.alpha(n)), one_minus_alpha=float(A.one_minus_alpha(n)))
     if d > 1:
         if n - 1 >= d and d <= 3 and n <= A.QUADRATURE_MAX_N:
@@ -252,16 +289,7 @@ def cmd_alpha(args) -> int:
                 alpha_d_method="asymptotic 1 - (d+1)/(8(n-1)), error O(n^-2)",
             )
         else:
-            import numpy as np
-
-            runs = 200000 if d <= 10 else 20000
-            roots = A.sqrt_scatter_samples(d, n, runs, np.random.default_rng(args.seed))
-            vals = np.trace(roots, axis1=1, axis2=2) / (d * math.sqrt(n - 1))
-            out.update(
-                alpha_d=float(vals.mean()),
-                alpha_d_se=float(vals.std(ddof=1) / math.sqrt(runs)),
-                alpha_d_method=f"monte-carlo ({runs} Wishart draws)",
-            )
+            out.update(_alpha_d_monte_carlo(A, n, d, args.seed))
     if args.json:
         print(json.dumps(out))
     else:
@@ -270,6 +298,28 @@ def cmd_alpha(args) -> int:
             se = f" +- {out['alpha_d_se']:.1e}" if "alpha_d_se" in out else ""
             print(f"alpha_{d}({n}) = {out['alpha_d']:.12g}{se}   [{out['alpha_d_method']}]")
     return 0
+
+
+def _alpha_d_monte_carlo(A, n: int, d: int, seed: int) -> dict:
+    """alpha_D(n) = E[tr S^(1/2)] / (D sqrt(n-1)), S ~ Wishart_D(n-1, I) (Lemma A.2, eq 35), by
+    Monte-Carlo; refused before drawing when its memory exceeds what is available."""
+    import numpy as np
+
+    from stability.runs.resources import check_memory
+
+    runs = 200000 if d <= 10 else 20000
+    check_memory(
+        alpha_monte_carlo_bytes(n, d, runs),
+        f"alpha_{d}({n}) by Monte-Carlo ({runs} draws of {n} points in dimension {d})",
+        "use a smaller --dim or n",
+    )
+    roots = A.sqrt_scatter_samples(d, n, runs, np.random.default_rng(seed))
+    vals = np.trace(roots, axis1=1, axis2=2) / (d * math.sqrt(n - 1))
+    return dict(
+        alpha_d=float(vals.mean()),
+        alpha_d_se=float(vals.std(ddof=1) / math.sqrt(runs)),
+        alpha_d_method=f"monte-carlo ({runs} Wishart draws)",
+    )
 
 
 def cmd_simulate(args) -> int:
@@ -328,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         out = getattr(exc, "out", None) or _out_folder(argv)
         where = f" (partial output in {out})" if out else ""
         kind = "" if isinstance(exc, RunError) else f"{type(exc).__name__}: "
-        print(f"stability: failed: {kind}{_one_line(exc)}{where}", file=sys.stderr)
-        print("stability: run again with --debug for the traceback", file=sys.stderr)
+        print(
+            f"stability: failed: {kind}{_one_line(exc)}{where}; --debug shows the traceback",
+            file=sys.stderr,
+        )
         return 1

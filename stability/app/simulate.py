@@ -62,7 +62,12 @@ def gaussian_parser() -> argparse.ArgumentParser:
         default=None,
         help="training set size (accumulate-subsample; default n)",
     )
-    p.add_argument("--workers", type=int, default=1, help="processes (results do not depend on it)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes (default: every available core; results do not depend on it)",
+    )
     p.add_argument("--keep-blocks", action="store_true", help="keep per-run metrics in DIR/blocks/")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--json", action="store_true", help="print the result description as JSON")

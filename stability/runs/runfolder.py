@@ -9,13 +9,14 @@ and continues.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import platform
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -25,33 +26,96 @@ from stability.errors import UsageError
 SUMMARY_COLUMNS = ("policy", "lam", "t", "metric", "runs", "mean", "se", "q05", "q50", "q95")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temporary file in the same folder, then rename)."""
+# The temporary name of an atomic write, ``.NAME.XXXXXXXX.tmp``: the pattern that
+# `stability.runs.lock.remove_partial_writes` recognises as the leftover of a killed writer.
+_TMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create an empty file beside `path` named ``.NAME.XXXXXXXX.tmp``; returns (fd, its path).
+
+    Opened with mode 0o666 so that the kernel applies the user's umask (and the folder's
+    default ACL), as for any file a command writes; `tempfile.mkstemp` would force 0o600.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tag = "".join(secrets.choice(_TMP_CHARS) for _ in range(8))
+        tmp = path.parent / f".{path.name}.{tag}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, durable: bool = True):
+    """Open a file that replaces `path` atomically when the ``with`` block ends without error.
+
+    The data go to a temporary file in the same folder (``.NAME.XXXXXXXX.tmp``), which is
+    renamed onto `path` at the end, so a crash never leaves a half-written file; on an error
+    the temporary file is removed. New files get the user's permissions (0o666 minus the
+    umask).
+
+    Parameters
+    ----------
+    path : Path
+        The file to (re)place; its folder is created if needed.
+    durable : bool
+        Flush the data to the disk (fsync) before the rename, so that the file survives a power
+        failure whole or not at all. Files that are checked when read back (the blocks of a
+        resumable run, whose zip members carry CRC-32s) can skip it: a killed process never
+        loses what it wrote, only a crash of the machine can.
+
+    Yields
+    ------
+    file
+        A binary file open for writing.
+
+    Raises
+    ------
+    OSError
+        The system's error (a full disk, a read-only folder), naming `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # os.write and fsync name no file: the one line the user sees must.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` atomically; see `atomic_file` (`durable`: fsync first)."""
+    with atomic_file(path, durable) as f:
+        f.write(data)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` (UTF-8) to `path` atomically; see `atomic_write_bytes`."""
+    """Write `text` (UTF-8) to `path` atomically; see `atomic_file`."""
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_save_npz(path: Path, **arrays) -> None:
-    """Save numpy arrays (any shapes, by keyword) to an .npz file atomically."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+def atomic_save_npz(path: Path, durable: bool = True, **arrays) -> None:
+    """Save numpy arrays (any shapes, by keyword) to an .npz file atomically (`atomic_file`).
+
+    The archive is written straight into the temporary file (no copy in memory); its members
+    carry CRC-32s, which `numpy.load` checks when it reads them.
+    """
+    with atomic_file(path, durable) as f:
+        np.savez(f, **arrays)
 
 
 def format_lam(lam: float) -> str:
@@ -60,11 +124,9 @@ def format_lam(lam: float) -> str:
 
 
 def versions() -> dict:
-    """Versions of Python, the toolkit and the numeric packages, for config.json."""
-    """Versions of what produced a run (recorded in config.json)."""
+    """Versions of what produced a run (recorded in config.json): Python, the toolkit, numpy
+    and, where installed, scipy, torch, POT, torchcfm and torchdiffeq."""
     from importlib import metadata
-
-    import scipy
 
     from stability import __version__
 
@@ -72,10 +134,10 @@ def versions() -> dict:
         "retrain-stability": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "scipy": scipy.__version__,
     }
-    # Read installed versions from metadata: importing torch just to name it costs seconds.
-    for dist in ("torch", "POT", "torchcfm", "torchdiffeq"):
+    # Read installed versions from metadata: importing scipy or torch just to name them costs
+    # a large part of a short run.
+    for dist in ("scipy", "torch", "POT", "torchcfm", "torchdiffeq"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -118,6 +180,32 @@ class RunFolder:
         if not os.access(parent, os.W_OK):
             raise UsageError(f"--out {str(p)!r} is not writable")
 
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the folder's lock (`stability.runs.lock.lock_run_folder`) for a ``with`` block.
+
+        A second command on the same folder gets a `UsageError` naming this process (exit 2).
+        The folder's options are checked again under the lock (`check_writable`): another
+        command may have started a different run there meanwhile. If the folder did not exist
+        and the block ends with a `UsageError` while it holds no file, it is removed again, so
+        that refused input leaves nothing behind.
+
+        Yields
+        ------
+        stability.runs.lock.FolderLock
+        """
+        from stability.runs.lock import lock_run_folder
+
+        created = not self.path.exists()
+        try:
+            with lock_run_folder(self.path, command=self.command) as lock:
+                self.check_writable()
+                yield lock
+        except UsageError:
+            if created:
+                _remove_if_empty(self.path)
+            raise
+
     @property
     def resuming(self) -> bool:
         """True when the folder already holds this run's config.json (a rerun resumes)."""
@@ -136,40 +224,77 @@ class RunFolder:
         return self.path.joinpath(*parts)
 
 
+QUANTILES = (0.05, 0.5, 0.95)  # the q05, q50 and q95 columns of summary.csv
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove `folder` and its sub-folders if no file is left in them."""
+    if any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
+        return
+    for sub in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def summarize(values: np.ndarray) -> dict:
     """Mean, standard error and 5/50/95% quantiles over runs of an array of shape (R, T+1).
 
     Infinite values (a collapsed covariance has log det = -inf and an infinite precision) are
     kept: the mean is then infinite too, rather than the mean of the finite runs, which would
     be biased towards the runs that have not collapsed yet. `runs` counts all runs.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (R, T+1)
+        One metric of R runs at t = 0..T (float64).
+
+    Returns
+    -------
+    dict
+        ``runs``, ``mean``, ``se``, ``q05``, ``q50``, ``q95``: lists of T+1 Python numbers.
     """
-    out = {k: [] for k in ("runs", "mean", "se", "q05", "q50", "q95")}
+    values = np.asarray(values)
+    runs = values.shape[0]
     with np.errstate(invalid="ignore", over="ignore"):
-        qs = np.quantile(values, [0.05, 0.5, 0.95], axis=0, method="linear")
+        # Mean and standard deviation on the array as given: numpy's sums over runs depend on
+        # its memory layout in the last bits, so these are the numbers np.mean gives on it.
         means = values.mean(axis=0)
-        ses = (
-            values.std(axis=0, ddof=1) / math.sqrt(values.shape[0]) if values.shape[0] > 1 else None
-        )
-    for t in range(values.shape[1]):
-        out["runs"].append(int(values.shape[0]))
-        out["mean"].append(float(means[t]))
-        out["se"].append(float(ses[t]) if ses is not None else float("nan"))
-        for key, q in zip(("q05", "q50", "q95"), qs[:, t]):
-            out[key].append(float(q))
-    return out
+        ses = values.std(axis=0, ddof=1) / math.sqrt(runs) if runs > 1 else None
+        # Quantiles by selection along contiguous rows of a copy, partitioned in place: the
+        # same order statistics and interpolation as np.quantile(values, axis=0), without a
+        # partition along strided memory.
+        rows = np.array(values.T, order="C")
+        qs = np.quantile(rows, QUANTILES, axis=1, method="linear", overwrite_input=True)
+    n_t = values.shape[1]
+    return {
+        "runs": [int(runs)] * n_t,
+        "mean": means.tolist(),
+        "se": ses.tolist() if ses is not None else [float("nan")] * n_t,
+        "q05": qs[0].tolist(),
+        "q50": qs[1].tolist(),
+        "q95": qs[2].tolist(),
+    }
 
 
 def summary_rows(policy: str, lam: float, metric: str, values: np.ndarray) -> list[dict]:
-    """Tidy rows (one per t) for one (policy, lam, metric), values of shape (R, T+1)."""
+    """Tidy rows (one per t) for one (policy, lam, metric).
+
+    Parameters
+    ----------
+    policy : str
+    lam : float
+        lambda (inf for fully synthetic).
+    metric : str
+    values : numpy.ndarray, shape (R, T+1)
+        The metric of R runs at t = 0..T.
+    """
     s = summarize(values)
+    lam_text = format_lam(lam)
+    keys = ("runs", "mean", "se", "q05", "q50", "q95")
     return [
-        {
-            "policy": policy,
-            "lam": format_lam(lam),
-            "t": t,
-            "metric": metric,
-            **{k: s[k][t] for k in ("runs", "mean", "se", "q05", "q50", "q95")},
-        }
+        {"policy": policy, "lam": lam_text, "t": t, "metric": metric, **{k: s[k][t] for k in keys}}
         for t in range(values.shape[1])
     ]
 
