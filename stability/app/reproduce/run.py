@@ -1,0 +1,202 @@
+"""The driver of `stability reproduce`: run the selected parts, resume finished ones, time them,
+and write results.json, report.md and report.html.
+
+Each part writes ``DIR/parts/<part>/sections.json`` when it ends (atomically), with its times in
+``DIR/parts/<part>/seconds.json``; a rerun into the same folder loads both instead of running the
+part again. ``DIR/parts/size.json`` records the size and seed of the folder's reproduction, so a
+rerun with another size or seed is refused before anything is written (its engines' run folders
+would hold a different run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from stability.app.reproduce.deep import part_deep
+from stability.app.reproduce.gaussian import part_gaussian
+from stability.app.reproduce.report import html_page, markdown
+from stability.app.reproduce.section import EngineClock, Section
+from stability.app.reproduce.sizes import SIZES, size_named
+from stability.app.reproduce.theory import part_theory
+from stability.app.reproduce.twod import part_2d
+from stability.errors import UsageError
+from stability.runs.runfolder import atomic_write_text
+
+PARTS = ("theory", "gaussian", "2d", "deep")
+PART_FUNCS: dict[str, Callable] = {
+    "theory": part_theory,
+    "gaussian": part_gaussian,
+    "2d": part_2d,
+    "deep": part_deep,
+}
+# Rough share of the run time per part, for the progress bar's estimate.
+WEIGHTS = {"theory": 1.0, "gaussian": 1.0, "2d": 4.0, "deep": 8.0}
+# The extra a part needs (an importable module); without it the part is skipped and listed.
+NEEDS = {"2d": "torchcfm", "deep": "torch"}
+
+
+def reproduce(
+    out: str | Path,
+    size: str = "quick",
+    only: list[str] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Run the selected parts (resuming finished ones) and write the report.
+
+    Parameters
+    ----------
+    out : str or Path
+        The report folder.
+    size : str
+        One of `SIZES` ("tiny", "quick", "full"; see `stability.app.reproduce.sizes`).
+    only : list of str, optional
+        Parts to run, from `PARTS` (default all); parts whose extra is not installed are skipped.
+    seed : int
+        Seed of every experiment.
+    progress : bool
+        A progress bar on stderr.
+
+    Returns
+    -------
+    dict
+        The content of results.json: ``meta`` (size, seed, seconds, version, parts, skipped,
+        part_seconds: per part the seconds spent in engines and in total, engine_seconds,
+        overhead_fraction) and ``sections`` (one dict per `Section`).
+    """
+    from stability import __version__
+
+    start = time.perf_counter()
+    sizes = size_named(size)
+    only = select_parts(only)
+    out = Path(out)
+    check_writable(out)
+    check_same_run(out, size, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "parts" / "size.json", json.dumps(size_record(size, seed), indent=1))
+    bar = progress_bar(only) if progress else None
+    sections: list[Section] = []
+    part_seconds = {}
+    for part in only:
+        if bar:
+            bar.set_postfix_str(part)
+        new, part_seconds[part] = run_part(part, out, sizes, seed)
+        sections += new
+        if bar:
+            bar.update(WEIGHTS[part])
+    if bar:
+        bar.close()
+    meta = dict(
+        size=size,
+        seed=seed,
+        seconds=time.perf_counter() - start,
+        version=__version__,
+        parts=only,
+        skipped=[p for p in PARTS if p not in only],
+        **timing(part_seconds, time.perf_counter() - start),
+    )
+    results = {"meta": meta, "sections": [s.to_json() for s in sections]}
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    atomic_write_text(out / "report.md", markdown(sections, meta, out, PARTS))
+    atomic_write_text(out / "report.html", html_page(sections, meta))
+    return results
+
+
+def select_parts(only: list[str] | None) -> list[str]:
+    """The parts to run: `only` (default all) validated, minus those whose extra is missing."""
+    import importlib.util
+
+    only = list(only or PARTS)
+    for part in only:
+        if part not in PARTS:
+            raise UsageError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+    return [p for p in only if p not in NEEDS or importlib.util.find_spec(NEEDS[p]) is not None]
+
+
+def run_part(part: str, out: Path, sizes, seed: int) -> tuple[list[Section], dict]:
+    """One part's sections and times ({"engine", "total", "resumed"}, seconds): loaded from
+    its folder when a previous run finished it, computed (and written) otherwise."""
+    folder = out / "parts" / part
+    cache, clock_file = folder / "sections.json", folder / "seconds.json"
+    if cache.exists():
+        sections = [Section(**d) for d in json.loads(cache.read_text())]
+        seconds = json.loads(clock_file.read_text()) if clock_file.exists() else {}
+        return sections, {"engine": None, "total": None, **seconds, "resumed": True}
+    clock = EngineClock()
+    start = time.perf_counter()
+    sections = PART_FUNCS[part](out, sizes, seed, clock)
+    seconds = {"engine": clock.seconds, "total": time.perf_counter() - start}
+    atomic_write_text(clock_file, json.dumps(seconds))
+    atomic_write_text(cache, json.dumps([s.to_json() for s in sections], indent=1))
+    return sections, {**seconds, "resumed": False}
+
+
+def timing(part_seconds: dict, wall: float) -> dict:
+    """results.json's timing fields.
+
+    ``part_seconds`` per part; ``engine_seconds`` their engine times summed; ``overhead_seconds``
+    everything else: each part's time outside its engines plus this run's time outside the parts
+    (imports, report); ``overhead_fraction`` = overhead / engine. Parts resumed from an earlier
+    run count with the times recorded when they ran (None when that run did not record them).
+    """
+    timed = {p: t for p, t in part_seconds.items() if t["engine"] is not None}
+    engine = sum(t["engine"] for t in timed.values())
+    fresh_total = sum(t["total"] for t in part_seconds.values() if not t["resumed"])
+    overhead = sum(t["total"] - t["engine"] for t in timed.values()) + (wall - fresh_total)
+    return dict(
+        part_seconds=part_seconds,
+        engine_seconds=engine,
+        overhead_seconds=overhead,
+        overhead_fraction=overhead / engine if engine > 0 else None,
+    )
+
+
+def size_record(size: str, seed: int) -> dict:
+    """What parts/size.json holds: the size's name, the seed and every size field."""
+    return {"size": size, "seed": seed, "sizes": dataclasses.asdict(size_named(size))}
+
+
+def check_same_run(out: Path, size: str, seed: int) -> None:
+    """UsageError if `out` holds a reproduction at another size or seed, or with other size
+    fields (its finished parts would be reused as if they had this run's sizes)."""
+    path = out / "parts" / "size.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    if old != json.loads(json.dumps(size_record(size, seed))):
+        raise UsageError(
+            f"{str(out)!r} holds a reproduction at size {old.get('size')}, seed "
+            f"{old.get('seed')} (or this version's sizes differ from its); use another --out"
+        )
+
+
+def check_writable(out: Path) -> None:
+    """UsageError if `out` is a file or cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+    parent = out if out.exists() else next((q for q in out.parents if q.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--out {str(out)!r} is not writable")
+
+
+def progress_bar(parts: list[str]):
+    """A tqdm bar on stderr weighted by the parts' rough shares of the run time."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=sum(WEIGHTS[p] for p in parts),
+        desc="reproduce",
+        unit="part",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}]",
+    )
+
+
+__all__ = ["PARTS", "SIZES", "reproduce"]

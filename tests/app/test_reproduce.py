@@ -1,0 +1,203 @@
+"""`stability reproduce`: the report at the smallest size, its consistency, resume, timing, sizes,
+bad input."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import stability.app.reproduce.run as driver
+from stability.app import reproduce as rp
+from stability.app.reproduce import deep, gaussian, sizes, theory, twod
+from stability.errors import UsageError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return rp.reproduce(out, size="tiny"), out
+
+
+def test_every_section_is_present(report):
+    results, out = report
+    keys = {s["key"] for s in results["sections"]}
+    expected = {
+        "theory-checks",
+        "theorem1",
+        "gaussian-collapse",
+        "gaussian-lambda",
+        "gaussian-policies",
+    }
+    expected |= {"moons-otcfm", "8gaussians-ddpm"} if "2d" in results["meta"]["parts"] else set()
+    expected |= {"deep-digits"} if "deep" in results["meta"]["parts"] else set()
+    assert expected <= keys
+    md = (out / "report.md").read_text()
+    for s in results["sections"]:
+        assert f"### {s['title']}" in md
+        assert s["claim"] in md and s["reference"] in md
+
+
+def test_every_lambda_of_the_deep_part_starts_from_one_model(report):
+    results, out = report
+    if "deep" not in results["meta"]["parts"]:
+        pytest.skip("the deep part needs the torch extra")
+    deep_dir = out / "parts" / "deep"
+    first, synthetic = (
+        json.loads((deep_dir / d / "metrics.json").read_text()) for d in ("lam_1", "lam_inf")
+    )
+    assert synthetic["0"]["fid"] == first["0"]["fid"]  # the same t = 0 network, the same seeds
+    assert synthetic["1"]["fid"] != first["1"]["fid"]  # then the data policies differ
+
+
+def test_figures_are_valid_pngs(report):
+    results, out = report
+    for s in results["sections"]:
+        assert s["figures"], s["key"]
+        for f in s["figures"]:
+            assert Path(f).read_bytes()[:8] == PNG
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (out / "report.md").read_text()):
+        assert (out / link).is_file(), link
+
+
+def test_results_json_matches_the_verdicts_in_the_report(report):
+    results, out = report
+    loaded = json.loads((out / "results.json").read_text())
+    md = (out / "report.md").read_text()
+    for s in loaded["sections"]:
+        assert s["verdict"] in ("holds", "fails", "inconclusive")
+        block = md.split(f"### {s['title']}")[1].split("###")[0]
+        assert f"**Verdict: {s['verdict']}.**" in block
+
+
+def test_html_is_self_contained(report):
+    _, out = report
+    page = (out / "report.html").read_text()
+    srcs = re.findall(r"src='([^']+)'", page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "href=" not in page  # nothing to break
+
+
+def test_per_part_times(report):
+    results, out = report
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    times = meta["part_seconds"]
+    assert list(times) == results["meta"]["parts"]
+    for part, t in times.items():
+        assert set(t) == {"engine", "total", "resumed"}, part
+        assert 0 < t["engine"] <= t["total"], part
+        assert t["resumed"] is False
+    engine = sum(t["engine"] for t in times.values())
+    assert meta["engine_seconds"] == pytest.approx(engine, rel=1e-12)
+    # Everything ran in this call: the overhead is the wall time outside the engines.
+    assert meta["overhead_seconds"] == pytest.approx(meta["seconds"] - engine, abs=0.5)
+    assert meta["overhead_fraction"] == pytest.approx(meta["overhead_seconds"] / engine)
+
+
+def test_rerun_skips_finished_parts(report, monkeypatch):
+    results, out = report
+
+    def boom(*a, **k):
+        raise AssertionError("a finished part was recomputed")
+
+    monkeypatch.setattr(driver, "PART_FUNCS", {k: boom for k in driver.PART_FUNCS})
+    again = rp.reproduce(out, size="tiny", only=results["meta"]["parts"])
+    assert [s["verdict"] for s in again["sections"]] == [s["verdict"] for s in results["sections"]]
+    # The resumed parts report the times recorded when they ran.
+    for part, t in again["meta"]["part_seconds"].items():
+        first = results["meta"]["part_seconds"][part]
+        assert t == {**first, "resumed": True}
+
+
+def test_another_size_or_seed_in_the_same_folder_is_refused(report):
+    _, out = report
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(UsageError, match="holds a reproduction at size tiny, seed 0"):
+        rp.reproduce(out, size="tiny", only=["theory"], seed=1)
+    with pytest.raises(UsageError, match="holds a reproduction"):
+        rp.reproduce(out, size="quick", only=["theory"])
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_bad_input(cli, tmp_path):
+    proc = cli("reproduce", "--tiny", "--only", "everything", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = cli("reproduce", "--tiny", "--only", "theory", "--out", blocker)
+    assert proc.returncode == 2 and "not a folder" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+# ---- sizes ------------------------------------------------------------------------------------
+
+
+PART_SIZES = ("theory", "gaussian", "moons", "gaussians8", "deep")
+
+
+@pytest.mark.parametrize("name", sizes.SIZES)
+def test_sizes_are_frozen_dataclasses(name):
+    size = sizes.size_named(name)
+    assert size.name == name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        size.name = "other"
+    for part in PART_SIZES:
+        part_size = getattr(size, part)
+        field = dataclasses.fields(part_size)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(part_size, field, getattr(part_size, field))
+
+
+def test_unknown_size_is_a_usage_error():
+    with pytest.raises(UsageError, match="size must be one of tiny, quick, full"):
+        sizes.size_named("huge")
+
+
+def changed(value):
+    """A different valid value of the same kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, str):
+        return {"quick": "default", "restart": "continue"}.get(value, value + "x")
+    if isinstance(value, tuple):
+        return (*value, value[-1] * 2)
+    return value * 2 + 1
+
+
+def plans(size: sizes.ReproduceSize, tmp: Path) -> dict:
+    """What every part asks of its engines at `size` (engine configurations, as repr)."""
+    return {
+        "theory": repr(theory.plan(size.theory, 0)),
+        "gaussian": repr(gaussian.plan(size.gaussian, 0)),
+        "2d": repr(twod.plan(size, 0)),
+        "deep": repr(deep.plan(size.deep, 0, tmp)),
+    }
+
+
+@pytest.mark.parametrize("part", PART_SIZES)
+def test_every_size_field_reaches_the_engines(part, tmp_path):
+    """Changing any one field of a part's size changes what that part asks of its engine, and
+    nothing else: no field is silently ignored, none leaks into another part."""
+    size = sizes.QUICK
+    before = plans(size, tmp_path)
+    part_size = getattr(size, part)
+    owner = {"moons": "2d", "gaussians8": "2d"}.get(part, part)
+    for f in dataclasses.fields(part_size):
+        new = dataclasses.replace(part_size, **{f.name: changed(getattr(part_size, f.name))})
+        after = plans(dataclasses.replace(size, **{part: new}), tmp_path)
+        assert after[owner] != before[owner], f"{part}.{f.name} is not used"
+        assert {k: v for k, v in after.items() if k != owner} == {
+            k: v for k, v in before.items() if k != owner
+        }, f"{part}.{f.name} changed another part"
+
+
+def test_full_size_runs_the_papers_settings(tmp_path):
+    """--full is Figure 7's setting for two moons (simulate flow's defaults)."""
+    from simulations.twod_sim import TwoDConfig
+
+    moons = twod.plan(sizes.FULL, 0)["moons-otcfm"].resolve()[0]
+    default = TwoDConfig(lams=twod.LAMBDAS).resolve()[0]
+    assert moons == default
