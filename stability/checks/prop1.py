@@ -21,7 +21,6 @@ from stability.checks.lemma_a2 import (
     loewner_cases,
     loewner_result,
     refit,
-    smallest_constant,
 )
 from stability.checks.verdict import MARGIN_SE, equal, result
 from stability.linalg import random_spd, sqrtm_psd, sym
@@ -261,13 +260,3 @@ def check_prop1_multivariate_alpha1(ctx):
     out["details"]["largest_off_diagonal_se"] = off
     return out
 
-
-# The names this module had before the checks were regrouped, kept only for
-# notebooks/02_stability_theory.ipynb (which should import lemma_a2.refit and
-# lemma_a2.smallest_constant instead); nothing in the package uses them.
-def _refit(mu, cov, n, rng):
-    """lemma_a2.refit with the former 4-tuple return (the last item was never used)."""
-    return (*refit(mu, cov, n, rng), None)
-
-
-_smallest_constant = smallest_constant
