@@ -259,4 +259,3 @@ def check_prop1_multivariate_alpha1(ctx):
     )
     out["details"]["largest_off_diagonal_se"] = off
     return out
-
