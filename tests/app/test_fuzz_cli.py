@@ -1,7 +1,7 @@
 """Fuzzing the command line: hostile argument vectors and malformed files for every command.
 
-Hypothesis draws argument vectors for check, alpha, jacobian, simulate gaussian|flow|diffusion,
-sweep, collect, reproduce and deep, from hostile values (negative, zero, NaN, infinities,
+Hypothesis draws argument vectors for check, alpha, jacobian, map, simulate
+gaussian|flow|diffusion|model, sweep, collect, reproduce and deep, from hostile values (negative, zero, NaN, infinities,
 1e400, words, empty strings, sizes beyond the memory) and malformed files (empty, junk, an .npz
 or a pickle under a .npy name, (N, 0) arrays, truncated arrays, overflowing values, broken
 TOML and run folders). Every vector runs in this process (`stability.app.cli.main`) and must:
@@ -14,7 +14,8 @@ TOML and run folders). Every vector runs in this process (`stability.app.cli.mai
 The budget is the hypothesis profile's (``ci``: a few examples per command in the default
 suite; ``HYPOTHESIS_PROFILE=thorough``: hundreds). Valid vectors are kept cheap by the value
 pools (at most 10 runs, 3 iterations, 12 points), and commands whose valid runs take minutes
-(flow, diffusion, reproduce, deep, jacobian, check) always get at least one invalid value.
+(flow, diffusion, model, map, reproduce, deep, jacobian, check) always get at least one
+invalid value.
 Counts and the peak memory are printed at the end of the module (``-s``), and written as JSON
 to $FUZZ_REPORT when that is set.
 
@@ -320,7 +321,7 @@ def _gaussian_options(files):
     }
 
 
-@budget(0.6)
+@budget(0.4)
 @given(data=st.data())
 def test_fuzz_simulate_gaussian(data, files, arena, capsys):
     pairs = _gaussian_options(files)
@@ -385,6 +386,63 @@ def test_fuzz_simulate_twod(data, kind, arena, capsys):
     argv += [forced, data.draw(st.sampled_from(INVALID_NUMBERS))]
     argv = ["simulate", kind, *argv, "--out", out_path(arena, data.draw)]
     code, _ = run_vector(f"simulate {kind}", argv, arena, capsys)
+    assert code == 2, argv
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_simulate_model(data, files, arena, capsys):
+    # Any model plugin: names, files and modules that are not plugins, and one size refused at
+    # the boundary (a valid plugin run checkpoints every iteration: seconds).
+    pairs = {
+        "--model": st.sampled_from(["gaussian", "kde", "nope", "", str(files["junk.npy"]) + ":X"]),
+        "--param": st.sampled_from(["bandwidth=0.5", "x", "=1", "a=b=c"]),
+        "--data": st.sampled_from(["gaussian", "moons", str(files["archive.npy"]), "x"]),
+        "--policy": st.sampled_from(["mix", "curate", "nope", "os:system"]),
+        "--lam": st.sampled_from(LAMS),
+        "--n-eval": st.sampled_from(SIZES),
+        "--block-size": st.sampled_from(SIZES),
+        "--json": None,
+    }
+    argv = data.draw(options(pairs))
+    sizes = ["--runs", "--iterations", "--n", "--seed", "--workers", "--dim"]
+    argv += [data.draw(st.sampled_from(sizes)), data.draw(st.sampled_from(INVALID_NUMBERS))]
+    if "--model" not in argv:
+        argv += ["--model", "gaussian"]
+    argv = ["simulate", "model", *argv, "--out", out_path(arena, data.draw)]
+    code, _ = run_vector("simulate model", argv, arena, capsys)
+    assert code == 2, argv
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_map(data, files, arena, capsys):
+    # The stability map of a family: one grid option always refused (a valid map solves the
+    # operator's fixed point on a grid: tens of seconds).
+    pairs = {
+        "--family": st.sampled_from(["laplace", "student-t:nu=4", "nope", "", "x.py:Y"]),
+        "--data": st.sampled_from(["laplace", "t:df=3", "junk", str(files["junk.npy"])]),
+        "--eps-family": st.sampled_from(["contamination", "t:df={}", "{}", "x"]),
+        "--eps-values": st.sampled_from(["3", "x", "nan", "-1"]),
+        "--json": None,
+    }
+    argv = data.draw(options(pairs))
+    bad = data.draw(
+        st.sampled_from(
+            [
+                ["--eps-steps", "0"],
+                ["--eps-steps", "x"],
+                ["--eps-steps", "-1"],
+                ["--lam-range", "-1", "1"],
+                ["--lam-range", "nan", "1"],
+                ["--lam-range", "1", "0.1"],
+                ["--lam-range", "0.1", "1", "0"],
+                ["--lam-range", "x"],
+            ]
+        )
+    )
+    argv = ["map", *argv, *bad, "--out", out_path(arena, data.draw)]
+    code, _ = run_vector("map", argv, arena, capsys)
     assert code == 2, argv
 
 
