@@ -1,17 +1,21 @@
 """`stability reproduce`: the report at the smallest size, its consistency, resume, timing, sizes,
-bad input."""
+the deep part's baseline comparison, bad input."""
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 import stability.app.reproduce.run as driver
 from stability.app import reproduce as rp
 from stability.app.reproduce import deep, gaussian, sizes, theory, twod
 from stability.errors import UsageError
+from stability.runs.runfolder import read_summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,16 +45,61 @@ def test_every_section_is_present(report):
         assert s["claim"] in md and s["reference"] in md
 
 
+def deep_metrics(out: Path) -> dict:
+    """(seed, lambda) -> the run's metrics.json, read from the run folders directly."""
+    runs = {}
+    for path in sorted((out / "parts" / "deep").glob("seed*/lam_*/metrics.json")):
+        seed = int(path.parent.parent.name.removeprefix("seed"))
+        lam = float(path.parent.name.removeprefix("lam_"))
+        runs[seed, lam] = json.loads(path.read_text())
+    return runs
+
+
 def test_every_lambda_of_the_deep_part_starts_from_one_model(report):
     results, out = report
     if "deep" not in results["meta"]["parts"]:
         pytest.skip("the deep part needs the torch extra")
-    deep_dir = out / "parts" / "deep"
-    first, synthetic = (
-        json.loads((deep_dir / d / "metrics.json").read_text()) for d in ("lam_1", "lam_inf")
-    )
-    assert synthetic["0"]["fid"] == first["0"]["fid"]  # the same t = 0 network, the same seeds
-    assert synthetic["1"]["fid"] != first["1"]["fid"]  # then the data policies differ
+    runs = deep_metrics(out)
+    seeds = sorted({s for s, _ in runs})
+    assert len(seeds) == sizes.TINY.deep.seeds
+    assert {lam for _, lam in runs} == set(deep.LAMBDAS)
+    for s in seeds:
+        first = runs[s, 0.0]
+        for lam in deep.LAMBDAS[1:]:
+            other = runs[s, lam]
+            assert other["0"]["fid"] == first["0"]["fid"]  # the same t = 0 network, the same seeds
+            assert other["1"]["fid"] != first["1"]["fid"]  # then the data policies differ
+    # The seeds are independent replicates: their t = 0 networks differ.
+    assert runs[seeds[0], 0.0]["0"]["fid"] != runs[seeds[1], 0.0]["0"]["fid"]
+
+
+def test_deep_numbers_are_the_runs_statistics(report):
+    """The section's means, standard errors and differences to the baseline, recomputed from the
+    runs' metrics.json files."""
+    results, out = report
+    if "deep" not in results["meta"]["parts"]:
+        pytest.skip("the deep part needs the torch extra")
+    runs = deep_metrics(out)
+    seeds = sorted({s for s, _ in runs})
+    T = sizes.TINY.deep.iterations
+    section = next(s for s in results["sections"] if s["key"] == "deep-digits")
+
+    def fid(lam):  # (seeds, T + 1)
+        return np.array([[runs[s, lam][str(t)]["fid"] for t in range(T + 1)] for s in seeds])
+
+    for lam in deep.LAMBDAS:
+        numbers = section["numbers"][f"{lam:g}"]
+        assert numbers["fid"]["mean"] == pytest.approx(fid(lam).mean(axis=0), rel=1e-12)
+        assert numbers["fid"]["se"] == pytest.approx(stats.sem(fid(lam), axis=0), rel=1e-12)
+        if lam != 0.0:
+            per_seed = fid(lam)[:, -1] - fid(0.0)[:, -1]
+            versus = numbers["fid_minus_baseline"]
+            assert versus["diff"] == pytest.approx(per_seed.mean(), rel=1e-12)
+            assert versus["se"] == pytest.approx(stats.sem(per_seed), rel=1e-12)
+    summary = read_summary(out / "parts" / "deep" / "summary.csv")
+    rows = [r for r in summary if r["metric"] == "fid" and r["t"] == T]
+    assert {r["runs"] for r in rows} == {len(seeds)}
+    assert len(rows) == len(deep.LAMBDAS)
 
 
 def test_figures_are_valid_pngs(report):
@@ -201,3 +250,57 @@ def test_full_size_runs_the_papers_settings(tmp_path):
     moons = twod.plan(sizes.FULL, 0)["moons-otcfm"].resolve()[0]
     default = TwoDConfig(lams=twod.LAMBDAS).resolve()[0]
     assert moons == default
+
+
+def test_deep_plan_shares_each_seeds_t0_network(tmp_path):
+    runs = deep.plan(sizes.QUICK.deep, 7, tmp_path)
+    assert len(runs) == sizes.QUICK.deep.seeds * len(deep.LAMBDAS)
+    for s in deep.run_seeds(sizes.QUICK.deep, 7):
+        mine = [r for r in runs if r.seed == s]
+        first = mine[0]
+        assert first.lam == deep.BASELINE and first.options["init_kimg"] > 0
+        assert "init" not in first.options
+        for r in mine[1:]:
+            assert r.options["init"] == str(first.folder / "checkpoints" / "train_t0.pt")
+            assert r.options["init_kimg"] == 0
+            assert r.options["seed"] == s
+    assert len({r.folder for r in runs}) == len(runs)
+
+
+# ---- the deep part's comparison with the baseline -----------------------------------------------
+
+
+def test_paired_comparison_is_students_t():
+    d = np.array([3.0, 5.0, 4.5])
+    c = deep.paired(d)
+    t = stats.ttest_1samp(d, 0.0)
+    assert c.diff / c.se == pytest.approx(t.statistic, rel=1e-12)
+    # Student's t quantile for 2 degrees of freedom in closed form: (2p - 1) / sqrt(2p(1 - p)).
+    p = 0.975
+    assert c.critical == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-12)
+    assert math.isnan(deep.paired(np.array([1.0])).se)
+
+
+def fake_values(fid_at_T: dict, seeds: int = 3) -> dict:
+    """Runs whose FID starts at 50 and ends at fid_at_T[lam] (one value per seed)."""
+    values = {}
+    for lam in deep.LAMBDAS:
+        end = np.asarray(fid_at_T[lam], dtype=float)
+        fid = np.stack([np.full(seeds, 50.0), end], axis=1)
+        values[lam] = {"fid": fid, "precision": 1 / fid, "recall": 1 / fid}
+    return values
+
+
+def test_verdict_against_the_baseline():
+    base = [50.0, 52.0, 51.0]
+    flat = {0.0: base, 0.5: [51.0, 53.0, 51.5], 1.0: [52.0, 53.0, 52.5]}
+    assert deep.verdict(fake_values(flat | {math.inf: [150.0, 160.0, 155.0]})) == "holds"
+    # A fully synthetic rise within the seeds' noise: nothing can be said.
+    noisy = flat | {math.inf: [40.0, 160.0, 60.0]}
+    assert deep.verdict(fake_values(noisy)) == "inconclusive"
+    # lambda = 1 as far from the baseline as fully synthetic, consistently: the claim fails.
+    same = flat | {1.0: [150.0, 161.0, 154.0], math.inf: [150.0, 160.0, 155.0]}
+    assert deep.verdict(fake_values(same)) == "fails"
+    # One seed: no standard error, no verdict.
+    one = {lam: v[:1] for lam, v in (flat | {math.inf: [150.0, 160.0, 155.0]}).items()}
+    assert deep.verdict(fake_values(one, seeds=1)) == "inconclusive"

@@ -100,6 +100,11 @@ def reproduce(
         skipped=[p for p in PARTS if p not in only],
         **timing(part_seconds, time.perf_counter() - start),
     )
+    return write_report(out, sections, meta)
+
+
+def write_report(out: Path, sections: list[Section], meta: dict) -> dict:
+    """Write results.json, report.md and report.html (atomically); return results.json's dict."""
     results = {"meta": meta, "sections": [s.to_json() for s in sections]}
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     atomic_write_text(out / "report.md", markdown(sections, meta, out, PARTS))
