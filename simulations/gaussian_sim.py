@@ -356,16 +356,30 @@ def _run_task(args):
     return li, block
 
 
+def _read_member(path: Path, metric: str) -> np.ndarray:
+    """One array of a block archive, read with a single copy (numpy.load copies it twice).
+
+    zipfile checks the member's CRC-32 when the read reaches its end (BadZipFile if damaged).
+    """
+    with zipfile.ZipFile(path) as archive, archive.open(f"{metric}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version != (1, 0):
+            raise ValueError(f"unexpected .npy version {version}")
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        data = f.read()
+    order = "F" if fortran else "C"
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
+
+
 def _read_block(li: int, lam: float, block: int, path: Path, metric: str) -> np.ndarray:
     """One metric of a saved block, shape (B, T+1); a missing or damaged block is recomputed."""
     cfg = _WORKER["cfg"]
     shape = (min(cfg.block_size, cfg.runs - block * cfg.block_size), cfg.iterations + 1)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            values = archive[metric]
+        values = _read_member(path, metric)
         if values.shape == shape and values.dtype == np.float64:
             return values
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+    except (OSError, ValueError, KeyError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error):
         pass
     values = simulate_block(cfg, lam, block)
     _save_block(path, values)

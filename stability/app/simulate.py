@@ -240,6 +240,8 @@ def _add_plugin(p, flag: str, what: str, default=None, params_help: str = "") ->
 
 def model_parser() -> argparse.ArgumentParser:
     """The parser of `stability simulate model` (its epilog lists the registered plugins)."""
+    from stability.app.cli import seed_option
+
     p = ArgParser(
         prog="stability simulate model",
         description="Algorithm 1 with any model plugin (fit / sample / state) on point data: "
@@ -275,7 +277,9 @@ def model_parser() -> argparse.ArgumentParser:
         ("--seed", 0, "seed of every random stream (default 0)"),
         ("--workers", 1, "processes (results do not depend on it)"),
     ):
-        p.add_argument(flag, type=int, default=default, help=text)
+        # numpy refuses a negative seed only once the run has started (exit 1 after writing)
+        kind = seed_option if flag == "--seed" else int
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument(
         "--lam",
         nargs="+",

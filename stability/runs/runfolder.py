@@ -3,8 +3,9 @@
 Every simulation writes DIR/config.json (all that is needed to rerun it, seed and versions
 included), DIR/summary.csv in tidy long form (policy, lam, t, metric, runs, mean, se, q05, q50,
 q95) and figures under DIR/figures/. Files are written to a temporary name and renamed, so a
-crash never leaves a half-written file; a rerun of the same command finds the finished pieces
-and continues.
+crash never leaves a half-written file; they get the user's permissions (0666 minus the umask).
+A rerun of the same command finds the finished pieces and continues; `RunFolder.locked` keeps
+a second command out of a folder while a run writes it.
 """
 
 from __future__ import annotations
