@@ -13,7 +13,7 @@ import math
 import os
 import sys
 
-from stability.app.formatting import fmt, text_table
+from stability.app.formatting import print_check_results, text_table
 from stability.app.map import add_map
 from stability.app.parser import ArgParser
 from stability.app.theory import add_theory_commands
@@ -196,30 +196,8 @@ def cmd_check(args) -> int:
     results, all_ran = run_checks(args.names, mode=args.mode, seed=args.seed, on_start=on_start)
     if bar is not None:
         bar.close()
-    if args.json:
-        from stability.runs.jsonsafe import jsonable
-
-        print(json.dumps([jsonable(r.to_dict()) for r in results], indent=2))
-    else:
-        rows = [
-            [
-                r.name,
-                f"{r.reference}: {r.claim}",
-                fmt(r.expected),
-                fmt(r.measured),
-                r.verdict,
-                f"{r.seconds:.1f}",
-            ]
-            for r in results
-        ]
-        print(
-            text_table(
-                rows, ["name", "claim", "expected", "measured", "verdict", "s"], wrap={1: 60}
-            )
-        )
-        print()
-        for r in results:
-            print(f"[{r.verdict}] {r.name}: {r.summary}")
+    print_check_results(results, as_json=args.json)
+    if not args.json:
         counts = {
             v: sum(r.verdict == v for r in results) for v in ("holds", "fails", "inconclusive")
         }

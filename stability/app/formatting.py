@@ -58,3 +58,37 @@ def text_table(rows: list[list[str]], headers: list[str], wrap: dict | None = No
             line = "  ".join((c[k] if k < len(c) else "").ljust(w) for c, w in zip(cols, widths))
             out.append(line.rstrip())
     return "\n".join(out)
+
+
+def print_check_results(results, as_json: bool = False) -> None:
+    """Print check results: JSON (the `--json` contract) or a table and one line per check.
+
+    Parameters
+    ----------
+    results : list of stability.checks.CheckResult
+    as_json : bool
+        Print a JSON list of the results' fields instead of the table.
+    """
+    if as_json:
+        import json
+
+        from stability.runs.jsonsafe import jsonable
+
+        print(json.dumps([jsonable(r.to_dict()) for r in results], indent=2))
+        return
+    rows = [
+        [
+            r.name,
+            f"{r.reference}: {r.claim}",
+            fmt(r.expected),
+            fmt(r.measured),
+            r.verdict,
+            f"{r.seconds:.1f}",
+        ]
+        for r in results
+    ]
+    headers = ["name", "claim", "expected", "measured", "verdict", "s"]
+    print(text_table(rows, headers, wrap={1: 60}))
+    print()
+    for r in results:
+        print(f"[{r.verdict}] {r.name}: {r.summary}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 
-from stability.app.formatting import fmt, text_table
+from stability.app.formatting import fmt, print_check_results, text_table
 from stability.errors import UsageError
 
 
@@ -324,28 +324,5 @@ def cmd_check_family(args) -> int:
         return 0
     op = build_operator(None, args.family, args.data)
     results, all_ran = run_family_checks(op, mode=args.mode, seed=args.seed, names=wanted or None)
-    if args.json:
-        from stability.runs.jsonsafe import jsonable
-
-        print(json.dumps([jsonable(r.to_dict()) for r in results], indent=2))
-    else:
-        rows = [
-            [
-                r.name,
-                f"{r.reference}: {r.claim}",
-                fmt(r.expected),
-                fmt(r.measured),
-                r.verdict,
-                f"{r.seconds:.1f}",
-            ]
-            for r in results
-        ]
-        print(
-            text_table(
-                rows, ["name", "claim", "expected", "measured", "verdict", "s"], wrap={1: 60}
-            )
-        )
-        print()
-        for r in results:
-            print(f"[{r.verdict}] {r.name}: {r.summary}")
+    print_check_results(results, as_json=args.json)
     return 0 if all_ran else 1
