@@ -70,9 +70,12 @@ def end_to_end(checkout: Path, runs: int, iterations: int, out: Path) -> tuple[f
     """Wall and CPU seconds of the command run from `checkout` in a new process."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
     cpu0, t0 = children_cpu(), time.perf_counter()
+    # cwd = the checkout: `python -m` puts the working folder first on sys.path, before
+    # PYTHONPATH, so another folder's `stability` package would be the one measured.
     proc = subprocess.run(
         [sys.executable, "-m", "stability", *command(runs, iterations, out)],
         env=env,
+        cwd=str(checkout),
         capture_output=True,
         text=True,
     )
@@ -108,6 +111,7 @@ def phases(runs: int, iterations: int, folder: Path) -> dict[str, float]:
     startup = subprocess.run(
         [sys.executable, "-c", code],
         env=dict(os.environ, PYTHONPATH=str(REPO)),
+        cwd=str(REPO),
         capture_output=True,
         text=True,
         check=True,
