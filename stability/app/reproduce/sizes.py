@@ -90,8 +90,8 @@ class DeepSize:
     """Sizes of the deep part: EDM retrained on the bundled digits (the stand-in for Figure 2).
 
     Every (seed, lambda) run is one ``deep retrain`` run (`deep.retrain.run_deep`); the fields
-    left out here take `deep.retrain.quick_config`'s values (tiny DDPM++ network, 64-image
-    batches, 18-step Heun sampler).
+    left out here take `deep.retrain.quick_config`'s values (the tiny DDPM++ network, EDM's
+    loss and Heun sampler, 250-image generation batches).
 
     Attributes
     ----------
