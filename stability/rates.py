@@ -184,6 +184,96 @@ def alpha_d_asymptotic(n, d: int):
     return 1.0 - (d + 1) / (8.0 * (np.asarray(n, dtype=float) - 1.0))
 
 
+def _check_quadrature_input(n: int, d: int) -> None:
+    """UsageError unless alpha_d_quadrature covers (n, d): n - 1 >= d, d <= 3, n <= 1e6."""
+    if n - 1 < d:
+        raise UsageError(f"quadrature needs n - 1 >= d (got n={n}, d={d}); use Monte-Carlo")
+    if d > 3:
+        raise UsageError(f"quadrature is implemented for d <= 3 (got d={d}); use Monte-Carlo")
+    if n > QUADRATURE_MAX_N:
+        raise UsageError(
+            f"quadrature is accurate for n <= {QUADRATURE_MAX_N:.0e} (got n={n}); use "
+            "alpha_d_asymptotic"
+        )
+
+
+def _log_wishart_constant(m: int, d: int) -> float:
+    """log of the normalising constant of the ordered Wishart_d(m, I) eigenvalue density.
+
+    pi^(d^2/2) / (2^(md/2) Gamma_d(m/2) Gamma_d(d/2)) (Muirhead 1982, Thm 3.2.18).
+    """
+    from scipy import special
+
+    return (
+        (d * d / 2) * math.log(math.pi)
+        - (m * d / 2) * math.log(2.0)
+        - special.multigammaln(m / 2, d)
+        - special.multigammaln(d / 2, d)
+    )
+
+
+# Tolerances of the 1D simplex integral (d = 2): relative only, since the integrand is rescaled
+# to O(1) at its peak.
+_QUAD_OPTS = dict(epsabs=0.0, epsrel=1e-12, limit=400)
+
+
+def _simplex_integral_2d(p: float, with_root: bool) -> float:
+    """Integral over the ordered 1-simplex, v in (1/2, 1), of the rescaled eigenvalue density.
+
+    The integrand is (4 v (1 - v))^p (2v - 1), times sqrt(v) + sqrt(1 - v) when `with_root`
+    (the trace of sqrt S on the simplex); the factor 4^p = d^(d p) keeps it O(1) for large p.
+    """
+    from scipy import integrate
+
+    def root(v):
+        return math.sqrt(v) + math.sqrt(1 - v) if with_root else 1.0
+
+    if p < 0:  # (1 - v)^p is singular at v = 1: quad's algebraic weight takes it
+
+        def f_weighted(v):
+            return (4 * v) ** p * (2 * v - 1) * root(v)
+
+        val, _ = integrate.quad(f_weighted, 0.5, 1.0, weight="alg", wvar=(0.0, p), **_QUAD_OPTS)
+        return val
+
+    def f(v):
+        if v >= 1:
+            return 0.0
+        return math.exp(p * math.log(4 * v * (1 - v))) * (2 * v - 1) * root(v)
+
+    # The mass sits within a few 1/sqrt(p) of v = 1/2: tell quad where.
+    peak = 0.5 + min(0.25, 3 / math.sqrt(max(p, 1)))
+    val, _ = integrate.quad(f, 0.5, 1.0, points=[peak], **_QUAD_OPTS)
+    return val
+
+
+def _simplex_integral_3d(p: float, with_root: bool) -> float:
+    """Integral over the ordered 2-simplex v1 > v2 > v3 = 1 - v1 - v2 of the rescaled density.
+
+    The integrand is (27 v1 v2 v3)^p prod_{i<j} (v_i - v_j), times sum_i sqrt(v_i) when
+    `with_root`; 27^p = d^(d p) keeps it O(1) for large p.
+    """
+    from scipy import integrate
+
+    def f(v2, v1):
+        v3 = 1.0 - v1 - v2
+        if v3 <= 0:
+            return 0.0
+        base = (27 * v1 * v2 * v3) ** p * (v1 - v2) * (v1 - v3) * (v2 - v3)
+        return base * (math.sqrt(v1) + math.sqrt(v2) + math.sqrt(v3)) if with_root else base
+
+    val, _ = integrate.dblquad(
+        f,
+        1 / 3,
+        1.0,
+        lambda v1: (1 - v1) / 2,
+        lambda v1: min(v1, 1 - v1),
+        epsabs=1e-14,
+        epsrel=1e-11,
+    )
+    return val
+
+
 @lru_cache(maxsize=256)
 def alpha_d_quadrature(n: int, d: int, return_mass: bool = False):
     """alpha_d(n) = E[tr sqrt S]/(d sqrt(n-1)), S ~ Wishart_d(n-1, I), by quadrature (Lemma A.2 iii).
@@ -195,89 +285,47 @@ def alpha_d_quadrature(n: int, d: int, return_mass: bool = False):
     With l = s v (s = tr S, v on the simplex) the density factorises into a Gamma integral in s,
     done exactly, and a (d-1)-dimensional integral over the ordered simplex, done by adaptive
     quadrature: 1D for d = 2, 2D for d = 3 (larger d use Monte-Carlo).
-    With return_mass, also returns the integral of the density (it must be 1: a test of the
-    normalising constant and of the change of variables).
+
+    Parameters
+    ----------
+    n : int
+        Points per refit, 2 <= n <= QUADRATURE_MAX_N (1e6), with n - 1 >= d.
+    d : int
+        Dimension, 1 <= d <= 3 (d = 1 is `alpha`, eq 19).
+    return_mass : bool
+        Also return the integral of the density (it must be 1: a test of the normalising
+        constant and of the change of variables).
+
+    Returns
+    -------
+    float, or (float, float) with `return_mass`
+        alpha_d(n) of eq (35), and the density's mass.
+
+    Raises
+    ------
+    UsageError
+        For n < 2, d < 1, n - 1 < d, d > 3 or n > QUADRATURE_MAX_N.
     """
-    from scipy import integrate, special
+    from scipy import special
 
     check_n(n)
     check_dim(d)
     m = n - 1
     if d == 1:
         return (float(alpha(n)), 1.0) if return_mass else float(alpha(n))
-    if m < d:
-        raise UsageError(f"quadrature needs n - 1 >= d (got n={n}, d={d}); use Monte-Carlo")
-    if d > 3:
-        raise UsageError(f"quadrature is implemented for d <= 3 (got d={d}); use Monte-Carlo")
-    if n > QUADRATURE_MAX_N:
-        raise UsageError(
-            f"quadrature is accurate for n <= {QUADRATURE_MAX_N:.0e} (got n={n}); use "
-            "alpha_d_asymptotic"
-        )
-    log_c = (
-        (d * d / 2) * math.log(math.pi)
-        - (m * d / 2) * math.log(2.0)
-        - special.multigammaln(m / 2, d)
-        - special.multigammaln(d / 2, d)
-    )
+    _check_quadrature_input(n, d)
+    log_c = _log_wishart_constant(m, d)
     p = (m - d - 1) / 2
     # s-power of the density after l = s v: d p (powers) + d(d-1)/2 (Vandermonde) + d - 1
     # (Jacobian of l -> (s, v_1..v_{d-1})); int_0^inf s^k e^(-s/2) ds = 2^(k+1) Gamma(k+1).
     k0 = d * p + d * (d - 1) / 2 + d - 1
-
-    def log_gamma_part(k):
-        return (k + 1) * math.log(2.0) + special.gammaln(k + 1)
-
-    opts = dict(epsabs=0.0, epsrel=1e-12, limit=400)
+    log_gamma_part = (k0 + 1) * math.log(2.0) + special.gammaln(k0 + 1)
     # prod v_i^p peaks at the centre of the simplex, where it is d^(-d p): the integrands are
     # rescaled by d^(d p) so that they stay O(1) for large n (p ~ n/2) instead of underflowing.
     log_rescale = d * p * math.log(d)
-    if d == 2:
-        # v_1 = v in (1/2, 1), v_2 = 1 - v.
-        def simplex(with_root):
-            def root(v):
-                return math.sqrt(v) + math.sqrt(1 - v) if with_root else 1.0
-
-            if p < 0:  # (1 - v)^p is singular at v = 1: quad's algebraic weight takes it
-
-                def f_weighted(v):
-                    return (4 * v) ** p * (2 * v - 1) * root(v)
-
-                val, _ = integrate.quad(f_weighted, 0.5, 1.0, weight="alg", wvar=(0.0, p), **opts)
-                return val
-
-            def f(v):
-                if v >= 1:
-                    return 0.0
-                return math.exp(p * math.log(4 * v * (1 - v))) * (2 * v - 1) * root(v)
-
-            # The mass sits within a few 1/sqrt(p) of v = 1/2: tell quad where.
-            peak = 0.5 + min(0.25, 3 / math.sqrt(max(p, 1)))
-            val, _ = integrate.quad(f, 0.5, 1.0, points=[peak], **opts)
-            return val
-    else:
-
-        def simplex(with_root):
-            def f(v2, v1):
-                v3 = 1.0 - v1 - v2
-                if v3 <= 0:
-                    return 0.0
-                base = (27 * v1 * v2 * v3) ** p * (v1 - v2) * (v1 - v3) * (v2 - v3)
-                return base * (math.sqrt(v1) + math.sqrt(v2) + math.sqrt(v3)) if with_root else base
-
-            val, _ = integrate.dblquad(
-                f,
-                1 / 3,
-                1.0,
-                lambda v1: (1 - v1) / 2,
-                lambda v1: min(v1, 1 - v1),
-                epsabs=1e-14,
-                epsrel=1e-11,
-            )
-            return val
-
-    v0, v1 = simplex(False), simplex(True)
-    mass = math.exp(log_c + log_gamma_part(k0) - log_rescale + math.log(v0))
+    simplex = _simplex_integral_2d if d == 2 else _simplex_integral_3d
+    v0, v1 = simplex(p, False), simplex(p, True)
+    mass = math.exp(log_c + log_gamma_part - log_rescale + math.log(v0))
     # E[sum sqrt(l_i)] as a ratio of the two integrals: the constant C cancels, and so do
     # correlated quadrature errors of the simplex part.
     # Gamma(k0 + 3/2)/Gamma(k0 + 1) through log_alpha, which keeps full precision for large k0.
