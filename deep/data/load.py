@@ -28,7 +28,7 @@ def load_images(
     channels: int | None = None,
     limit: int | None = None,
 ) -> ImageDataset:
-    """Load an image data set from a local spec (see the module docstring).
+    """Load an image data set from a local spec (the specs are described in ``deep.data``).
 
     A plain path without a prefix is read as a zip if it is a zip file, as CIFAR-10 if it is a
     tarball or a folder holding ``data_batch_1[.bin]``, ``cifar-10-batches-{py,bin}`` or a
@@ -53,9 +53,26 @@ def load_images(
 
     Raises
     ------
-    ValueError
-        With a one-line message, for any bad spec, path or file.
+    UsageError
+        With a one-line message, for any bad spec, option, path or file.
     """
+    resolution, limit = _check_options(spec, resolution, channels, limit)
+    kind, path = _parse_spec(spec)
+    if kind == "digits":
+        return _load_digits(spec, resolution, channels, limit)
+    if kind is None:
+        kind = _detect_kind(path)
+    data = _load_path(kind, path, channels, limit, resolution)
+    if resolution is not None and data.images.shape[2:] != (resolution, resolution):
+        h, w = data.images.shape[2:]
+        raise UsageError(
+            f"{spec}: images are {h}x{w}, not {resolution}x{resolution} (resample them first)"
+        )
+    return data
+
+
+def _check_options(spec, resolution, channels, limit) -> tuple[int | None, int | None]:
+    """Validate the spec's type and the options; returns (resolution, limit) as ints or None."""
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError(f"data spec must be a non-empty string, got {spec!r}")
     if resolution is not None:
@@ -66,28 +83,21 @@ def load_images(
     if limit is not None:
         check_n(limit, "limit", minimum=1)
         limit = int(limit)
+    return resolution, limit
 
-    kind, path = _parse_spec(spec)
-    if kind == "digits":
-        return _load_digits(spec, resolution, channels, limit)
-    if kind is None:
-        kind = _detect_kind(path)
+
+def _load_path(kind: str, path: Path, channels, limit, resolution) -> ImageDataset:
+    """Read a CIFAR-10 archive or folder, a dataset zip or a folder of images (`kind`)."""
     if kind == "cifar10":
-        data = load_cifar10(path, channels, limit)
-    elif kind == "zip" or (kind == "ffhq" and path.is_file()):
+        return load_cifar10(path, channels, limit)
+    if kind == "zip" or (kind == "ffhq" and path.is_file()):
         # EDM distributes FFHQ-64 as a dataset zip: ffhq= takes it as well as a folder.
         data = load_zip(path, channels, limit, resolution)
         if kind == "ffhq":
             data.name = "ffhq"
-    else:
-        name = "ffhq" if kind == "ffhq" else path.name
-        data = load_folder(path, name, channels, limit, resolution)
-    if resolution is not None and data.images.shape[2:] != (resolution, resolution):
-        h, w = data.images.shape[2:]
-        raise UsageError(
-            f"{spec}: images are {h}x{w}, not {resolution}x{resolution} (resample them first)"
-        )
-    return data
+        return data
+    name = "ffhq" if kind == "ffhq" else path.name
+    return load_folder(path, name, channels, limit, resolution)
 
 
 def _parse_spec(spec: str) -> tuple[str | None, Path | None]:

@@ -269,15 +269,8 @@ def digits_extractor(
     images = real.images
     labels, source = _training_labels(real, seed)
     key = _cache_key(images, labels, seed)
-    weights_path = features_path = None
-    if cache_dir is not None:
-        cache = Path(cache_dir).expanduser()
-        weights_path = cache / f"digits-{key}.pt"
-        features_path = cache / f"digits-{key}.npz"
+    weights_path, features_path = _cache_paths(cache_dir, key)
     net, trained = _network(images, labels, seed, device, weights_path)
-    features = None
-    if features_path is not None and not trained:
-        features = _load_cached_features(features_path, key, (len(images), DIGITS_DIM))
     info = {
         "key": key,
         "labels": source,
@@ -290,11 +283,28 @@ def digits_extractor(
     extractor = FeatureExtractor(
         f"digits-{key}", fn, dim=DIGITS_DIM, batch=batch, info=info, module=net
     )
-    if features is None:
-        features = extractor(images)
-        if features_path is not None:
-            from stability.runs.runfolder import atomic_save_npz
-
-            atomic_save_npz(features_path, features=features, key=np.array(key))
-    extractor.remember(images, features)
+    extractor.remember(images, _real_features(extractor, images, key, features_path, trained))
     return extractor
+
+
+def _cache_paths(cache_dir, key: str) -> tuple[Path | None, Path | None]:
+    """(weights, features) files of the cache entry `key`; (None, None) without a cache."""
+    if cache_dir is None:
+        return None, None
+    cache = Path(cache_dir).expanduser()
+    return cache / f"digits-{key}.pt", cache / f"digits-{key}.npz"
+
+
+def _real_features(extractor, images, key: str, features_path, trained: bool) -> np.ndarray:
+    """Features (N, 64) of the real images: cached ones when the network was not retrained,
+    else extracted now and written to `features_path` (if any)."""
+    if features_path is not None and not trained:
+        features = _load_cached_features(features_path, key, (len(images), DIGITS_DIM))
+        if features is not None:
+            return features
+    features = extractor(images)
+    if features_path is not None:
+        from stability.runs.runfolder import atomic_save_npz
+
+        atomic_save_npz(features_path, features=features, key=np.array(key))
+    return features

@@ -310,6 +310,18 @@ def inception_extractor(weights, device: str = "cpu", batch: int = 200) -> Featu
     model = InceptionV3FID()
     load_strict(model, state, f"Inception weights {path.name}")
     model = model.to(device).eval().requires_grad_(False)
+    return FeatureExtractor(
+        "inception-2015-12-05",
+        _pool3_fn(model, device),
+        dim=INCEPTION_DIM,
+        batch=batch,
+        info={"weights": str(path)},
+        module=model,
+    )
+
+
+def _pool3_fn(model: InceptionV3FID, device: str):
+    """uint8 images (N, C, H, W), C = 1 or 3 -> pool3 features (N, 2048) of `model`."""
 
     def fn(images: np.ndarray):
         with torch.inference_mode():
@@ -318,11 +330,4 @@ def inception_extractor(weights, device: str = "cpu", batch: int = 200) -> Featu
                 x = x.expand(-1, 3, -1, -1)
             return model(x)
 
-    return FeatureExtractor(
-        "inception-2015-12-05",
-        fn,
-        dim=INCEPTION_DIM,
-        batch=batch,
-        info={"weights": str(path)},
-        module=model,
-    )
+    return fn

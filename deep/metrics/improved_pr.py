@@ -288,8 +288,23 @@ def precision_recall(
     check_same_dim(real, generated)
     real_r2 = _radii(_Centred(real, real.mean(axis=0)), k, include_self, batch)
     gen_r2 = _radii(_Centred(generated, generated.mean(axis=0)), k, include_self, batch)
+    return _cross_fractions(real, generated, real_r2, gen_r2, include_self, batch)
+
+
+def _cross_fractions(
+    real: np.ndarray,
+    generated: np.ndarray,
+    real_r2: np.ndarray,
+    gen_r2: np.ndarray,
+    strict: bool,
+    batch: int,
+) -> PrecisionRecall:
+    """Eqs 2-3 from the squared radii (N,) and (M,): each set against the other's balls.
+
+    Both sets are centred on their common mean, so that the expansion's band stays small.
+    """
     centre = (real.sum(axis=0) + generated.sum(axis=0)) / (len(real) + len(generated))
     real_c, gen_c = _Centred(real, centre), _Centred(generated, centre)
-    precision = _inside_fraction(gen_c, real_c, real_r2, include_self, batch)
-    recall = _inside_fraction(real_c, gen_c, gen_r2, include_self, batch)
+    precision = _inside_fraction(gen_c, real_c, real_r2, strict, batch)
+    recall = _inside_fraction(real_c, gen_c, gen_r2, strict, batch)
     return PrecisionRecall(precision, recall)
