@@ -149,6 +149,24 @@ def terminate_running() -> None:
         terminate(proc)
 
 
+def _wait_tracked(proc: subprocess.Popen) -> int:
+    """Wait for `proc`, listed for `terminate_running` meanwhile; its return code.
+
+    Interrupted (KeyboardInterrupt, an exception raised by a signal handler), it terminates the
+    child first and re-raises: never an orphan left writing into the cell folder.
+    """
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    try:
+        return proc.wait()
+    except BaseException:
+        terminate(proc)
+        raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+
+
 def run_command(
     cmd: list[str],
     env: dict,
@@ -199,17 +217,7 @@ def run_command(
             preexec_fn=_ignore_usr2 if ignore_usr2 else None,
             pass_fds=pass_fds,
         )
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
-        try:
-            rc = proc.wait()
-        except BaseException:
-            # Never leave an orphan writing into the cell folder.
-            terminate(proc)
-            raise
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
+        rc = _wait_tracked(proc)
     seconds = time.monotonic() - start
     if rc == 0:
         return Outcome(0, None, seconds)

@@ -246,6 +246,18 @@ def run_sweep(
         report = _report(out, executor, cells, todo, workers, slurm)
         report.dry_run, report.plan = True, _plan(cells, status)
         return report
+    report = _run_locked(
+        spec, out, cells, executor, workers, retries, slurm, runner, progress, poll_s
+    )
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _run_locked(
+    spec, out, cells, executor, workers, retries, slurm, runner, progress, poll_s
+) -> SweepReport:
+    """Under the folder's lock, run the cells not done (arguments as `run_sweep`'s); the report
+    with done, failed and pending filled in (not the duration)."""
     if progress is None:
         progress = sys.stderr.isatty()
     with lock_run_folder(out, command="sweep") as lock:
@@ -264,7 +276,6 @@ def run_sweep(
     report.done = sum(after[c.name]["status"] == "done" for c in todo)
     report.failed = [dict(after[c.name]) for c in todo if after[c.name]["status"] == "failed"]
     report.pending = [c.name for c in todo if after[c.name]["status"] in ("pending", "running")]
-    report.seconds = time.monotonic() - t0
     return report
 
 
