@@ -141,11 +141,8 @@ def check_resolution(resolution, model: str | None, what: str = "--resolution") 
         )
 
 
-def retrain_parser():
-    p = ArgParser(
-        prog="stability deep retrain",
-        description="Algorithm 1 with EDM, OT-CFM or DDPM on images.",
-    )
+def _loop_options(p):
+    """Data, model and Algorithm 1's lambda, policy and schedule (`deep retrain`)."""
     p.add_argument(
         "--data",
         default=None,
@@ -180,6 +177,10 @@ def retrain_parser():
         action="store_true",
         help="the paper's generation seeds 0..N-1 at every iteration",
     )
+
+
+def _sampler_options(p):
+    """How each method samples: EDM's Heun, OT-CFM's ODE solver, DDPM's DDIM (`deep retrain`)."""
     p.add_argument("--sampler-steps", type=int, default=None, help="Heun steps (default 18)")
     p.add_argument("--s-churn", type=float, default=None, help="EDM stochasticity (default 0)")
     p.add_argument("--ode-solver", default=None, help="OT-CFM sampling: dopri5 (default) | euler")
@@ -201,6 +202,17 @@ def retrain_parser():
         help="DDPM: DDIM timesteps, diffusers' conventions: leading (default; the DDIM paper's "
         "and ddpm-torch's) | trailing | linspace",
     )
+
+
+def retrain_parser():
+    """The parser of `stability deep retrain`; options left out are None, so that
+    `deep.retrain.DeepConfig` (or `quick_config` under --quick) supplies each default."""
+    p = ArgParser(
+        prog="stability deep retrain",
+        description="Algorithm 1 with EDM, OT-CFM or DDPM on images.",
+    )
+    _loop_options(p)
+    _sampler_options(p)
     _augment_option(p)
     _latents_option(p)
     p.add_argument(
@@ -226,6 +238,9 @@ def retrain_parser():
 
 
 def main_retrain(argv) -> int:
+    """`stability deep retrain` with `argv` (list of str, the words after ``retrain``): run or
+    resume Algorithm 1 on images in --out and print the last metrics (all, as JSON, with --json;
+    the main process only under torchrun). Returns 0; bad options raise UsageError first."""
     from deep.retrain import DeepConfig, quick_config, run_deep
     from stability.errors import parse_lam
 
@@ -268,6 +283,7 @@ def main_retrain(argv) -> int:
 
 
 def train_parser():
+    """The parser of `stability deep train`: one fit (or fine-tune) of a model on images."""
     p = ArgParser(
         prog="stability deep train", description="Train (or fine-tune) a model on images once."
     )
@@ -339,6 +355,9 @@ def _train_config(args):
 
 
 def main_train(argv) -> int:
+    """`stability deep train` with `argv` (list of str): fit a model for --kimg thousand images
+    (from --init if given) and write the checkpoint --out. Returns 0; bad options, data or a
+    checkpoint of another image size raise UsageError before training."""
     from deep import dist
     from deep.data import load_images
     from deep.retrain import net_config
@@ -389,6 +408,7 @@ def main_train(argv) -> int:
 
 
 def generate_parser():
+    """The parser of `stability deep generate`: images from a checkpoint, one seed per image."""
     p = ArgParser(prog="stability deep generate", description="Generate images from a checkpoint.")
     p.add_argument("--ckpt", required=True, help="checkpoint (.pt from this toolkit)")
     p.add_argument("--n", type=int, required=True, help="number of images")
@@ -419,6 +439,9 @@ def generate_parser():
 
 
 def main_generate(argv) -> int:
+    """`stability deep generate` with `argv` (list of str): generate --n images (seeds
+    first-seed..first-seed + n - 1) with the checkpoint's method and write them to a zip or a
+    folder of PNGs. Returns 0; bad options or a foreign checkpoint raise UsageError."""
     from deep import dist
     from deep.data import save_png_folder, save_zip
     from deep.methods import make_method
@@ -459,6 +482,7 @@ def main_generate(argv) -> int:
 
 
 def evaluate_parser():
+    """The parser of `stability deep evaluate`: FID, precision and recall of two image sets."""
     p = ArgParser(
         prog="stability deep evaluate",
         description="FID, precision and recall of generated images against real ones.",
@@ -490,6 +514,9 @@ def evaluate_parser():
 
 
 def main_evaluate(argv) -> int:
+    """`stability deep evaluate` with `argv` (list of str): FID and improved precision/recall
+    (Kynkaanniemi et al. 2019, Eqs. 1-3) of --generated against --real in the --features space,
+    printed (as JSON with --json). Returns 0; bad options or data raise UsageError."""
     from deep.data import load_images
     from deep.features import make_extractor
     from deep.metrics import evaluate
@@ -516,6 +543,7 @@ def main_evaluate(argv) -> int:
 
 
 def compare_parser():
+    """The parser of `stability deep compare`: Figure 2's curves of several retrain runs."""
     p = ArgParser(
         prog="stability deep compare",
         description="Overlay FID/precision/recall/parameter distance of several runs (Figure 2).",
@@ -526,6 +554,9 @@ def compare_parser():
 
 
 def main_compare(argv) -> int:
+    """`stability deep compare` with `argv` (list of str): overlay the metrics of the given run
+    folders in OUT/compare.png and OUT/compare.csv. Returns 0; an --out that is a file, or a
+    folder that is not a retrain run, raises UsageError."""
     from deep.retrain import compare_runs
 
     args = compare_parser().parse_args(argv)
@@ -547,6 +578,10 @@ COMMANDS = {
 
 
 def main(argv: list[str]) -> int:
+    """`stability deep SUBCOMMAND ...`: dispatch `argv` (list of str) to a subcommand of COMMANDS.
+
+    Returns its exit code; an unknown subcommand, or torch not installed, raises UsageError.
+    """
     if not argv or argv[0] not in COMMANDS:
         raise UsageError(
             "usage: stability deep retrain|train|generate|evaluate|compare ... (see --help of each)"
