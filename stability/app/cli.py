@@ -63,6 +63,23 @@ def _add_deep(sub):
 
 
 def cmd_deep(args) -> int:
+    """`stability deep ...`: hand the words after ``deep`` to `deep_commands.main`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        `rest`: the subcommand and its arguments.
+
+    Returns
+    -------
+    int
+        The subcommand's exit code.
+
+    Raises
+    ------
+    UsageError
+        When torch (the torch extra) is not installed, or the subcommand refuses its input.
+    """
     try:
         from stability.app.deep_commands import main as deep_main
     except ImportError as exc:
@@ -95,6 +112,23 @@ def _add_reproduce(sub):
 
 
 def cmd_reproduce(args) -> int:
+    """`stability reproduce`: verify and reproduce the paper, write the report in `args.out`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        `size` (quick, full or tiny), `out`, `only` (parts, default all) and `seed`.
+
+    Returns
+    -------
+    int
+        0; prints one line per section of the report.
+
+    Raises
+    ------
+    UsageError
+        For an unknown part in --only, before anything runs.
+    """
     from stability.app.reproduce import PARTS, reproduce
 
     for part in args.only or []:
@@ -128,18 +162,51 @@ def _add_sweep(sub):
 
 
 def cmd_sweep(args) -> int:
+    """`stability sweep ...`: hand the words after ``sweep`` to `sweep.cli.main_sweep`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        `rest`: the spec file and the options.
+
+    Returns
+    -------
+    int
+        `main_sweep`'s: 0 when every cell is done, 1 when some failed or are pending, 143
+        when terminated.
+    """
     from stability.app.sweep.cli import main_sweep
 
     return main_sweep(args.rest)
 
 
 def cmd_collect(args) -> int:
+    """`stability collect ...`: hand the words after ``collect`` to `sweep.cli.main_collect`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        `rest`: the run folders or sweeps, and the options.
+
+    Returns
+    -------
+    int
+        `main_collect`'s exit code.
+    """
     from stability.app.sweep.cli import main_collect
 
     return main_collect(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the `stability` command: every subcommand, each with its `func`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Parsing sets `command` (None when none is given) and `func`, the ``cmd_*`` function
+        that runs the subcommand with the parsed namespace.
+    """
     parser = ArgParser(prog="stability", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", parser_class=ArgParser)
     _add_check(sub)
@@ -157,26 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_check(args) -> int:
-    from stability.checks import all_checks, resolve, run_checks
+    """`stability check`: run the theory checks named in `args.names` (all by default).
+
+    With --list, lists the checks instead. Prints a table and the count of each verdict, or
+    the results as JSON with --json (the contract of `stability.checks.CheckResult`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        `names` (checks or groups), `list`, `json`, `seed` and `mode` (quick, default, thorough).
+
+    Returns
+    -------
+    int
+        0 when every requested check ran (whatever its verdict), 1 when one could not run.
+
+    Raises
+    ------
+    UsageError
+        For an unknown check or group, before any check runs.
+    """
+    from stability.checks import resolve, run_checks
 
     if args.list:
-        specs = resolve(args.names) if args.names else all_checks()
-        if args.json:
-            print(
-                json.dumps(
-                    [
-                        dict(name=s.name, group=s.group, claim=s.claim, reference=s.reference)
-                        for s in specs
-                    ],
-                    indent=2,
-                )
-            )
-        else:
-            print(
-                text_table(
-                    [[s.name, s.group, s.reference] for s in specs], ["name", "group", "reference"]
-                )
-            )
+        _list_checks(args.names, args.json)
         return 0
     resolve(args.names)  # validate names before any work (ValueError -> exit 2)
     bar = None
@@ -198,14 +269,40 @@ def cmd_check(args) -> int:
         bar.close()
     print_check_results(results, as_json=args.json)
     if not args.json:
-        counts = {
-            v: sum(r.verdict == v for r in results) for v in ("holds", "fails", "inconclusive")
-        }
-        print(
-            f"\n{len(results)} checks: {counts['holds']} hold, {counts['fails']} fail, "
-            f"{counts['inconclusive']} inconclusive (mode {args.mode}, seed {args.seed})"
-        )
+        _print_counts(results, args.mode, args.seed)
     return 0 if all_ran else 1
+
+
+def _list_checks(names: list[str], as_json: bool) -> None:
+    """Print the checks `names` select (all when empty): a table, or JSON with their claims."""
+    from stability.checks import all_checks, resolve
+
+    specs = resolve(names) if names else all_checks()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    dict(name=s.name, group=s.group, claim=s.claim, reference=s.reference)
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
+    else:
+        print(
+            text_table(
+                [[s.name, s.group, s.reference] for s in specs], ["name", "group", "reference"]
+            )
+        )
+
+
+def _print_counts(results, mode: str, seed: int) -> None:
+    """The last line of `stability check`: how many checks hold, fail, are inconclusive."""
+    counts = {v: sum(r.verdict == v for r in results) for v in ("holds", "fails", "inconclusive")}
+    print(
+        f"\n{len(results)} checks: {counts['holds']} hold, {counts['fails']} fail, "
+        f"{counts['inconclusive']} inconclusive (mode {mode}, seed {seed})"
+    )
 
 
 def _integer(text: str, name: str, minimum: int) -> int:
@@ -253,6 +350,27 @@ def alpha_monte_carlo_bytes(n: int, d: int, runs: int) -> float:
 
 
 def cmd_alpha(args) -> int:
+    """`stability alpha N [--dim D]`: alpha(n) of eq (19) and, for D > 1, alpha_D(n) of eq (35).
+
+    alpha_D(n) by quadrature (`rates.alpha_d_quadrature`) for D <= 3, n - 1 >= D and
+    n <= 1e6; by its asymptotic 1 - (D+1)/(8(n-1)) above 1e6; otherwise by Monte-Carlo with
+    its standard error (refused when its memory exceeds what is available).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        `n` and `dim` (text: integers, float notation such as 1e6 accepted), `json`, `seed`.
+
+    Returns
+    -------
+    int
+        0; prints the values (as one JSON object with --json).
+
+    Raises
+    ------
+    UsageError
+        For n < 2, D < 1, or a value that is not an integer.
+    """
     from stability import rates as A
 
     n = _integer(args.n, "n", 2)
@@ -301,6 +419,23 @@ def _alpha_d_monte_carlo(A, n: int, d: int, seed: int) -> dict:
 
 
 def cmd_simulate(args) -> int:
+    """`stability simulate WHAT ...`: hand WHAT and the rest to `simulate.main_simulate`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        `what` (gaussian, flow, diffusion or model) and `rest`, its arguments.
+
+    Returns
+    -------
+    int
+        The simulation's exit code.
+
+    Raises
+    ------
+    UsageError
+        For an unknown WHAT, or the torch extra missing for flow and diffusion.
+    """
     from stability.app.simulate import main_simulate
 
     return main_simulate(args.what, args.rest)
