@@ -24,6 +24,24 @@ GROUP = "lemma-a1"
     GROUP,
 )
 def check_alpha_symbolic(ctx):
+    """alpha(n) of eq (19) three ways, for n = 2 to 1e9: sympy, scipy and mpmath agree.
+
+    sympy integrates r times the chi_{n-1} density (`rates.alpha_sympy`), evaluated in mpmath;
+    scipy's `rates.alpha` (Gamma ratio, Stirling series for large n) and its 1 - alpha(n) are
+    compared with mpmath at 60 digits. Holds when every relative error is below 1e-12 (1e-10
+    for 1 - alpha(n), which is about 1/(4n)).
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Unused: the check is exact (deterministic).
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     import mpmath
     import sympy as sp
 
@@ -73,6 +91,23 @@ def check_alpha_symbolic(ctx):
     GROUP,
 )
 def check_alpha_asymptotic(ctx):
+    """The expansion of alpha(n) in 1/(n-1) to order 4 has the error of its next term.
+
+    Both expansions come from sympy (`rates.alpha_asymptotic`, Stirling's series); at
+    n = 100, 1000, 1e4 the error against mpmath times (n-1)^5 must approach the order-5
+    coefficient: within 1% at n = 1000, and closer at n = 1e4 than at n = 100.
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Unused: the check is exact (deterministic).
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     import mpmath
 
     order = 4
@@ -117,6 +152,23 @@ def check_alpha_asymptotic(ctx):
     GROUP,
 )
 def check_alpha_bounds(ctx):
+    """alpha(n) < 1, strictly increasing, and 4(n-1)(1 - alpha(n)) -> 1 (eqs 29-31).
+
+    Evaluated on every n in [2, 2000) and 400 log-spaced n up to 1e9 with `rates.one_minus_alpha`
+    (no cancellation): 1 - alpha(n) > 0, its steps < 0, and 4(n-1)(1 - alpha(n)) within 1e-6 of
+    1 at n = 1e9.
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Unused: the check is exact (deterministic).
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     ns = np.unique(np.concatenate([np.arange(2, 2000), np.round(np.logspace(3.3, 9, 400))]))
     gap = A.one_minus_alpha(ns)
     steps = np.diff(gap)

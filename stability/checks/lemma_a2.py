@@ -88,6 +88,22 @@ def alpha_d(n, d, ctx):
     GROUP,
 )
 def check_lemma_a2_i(ctx):
+    """Eq (32), Sigma_{t+1} = sqrt(Sigma_t) S sqrt(Sigma_t)/(n-1), on simulated refits.
+
+    For (d, n, cond) = (2, 5, 1e2), (3, 10, 1e4), (5, 4, 1e3), 200 refits (`refit`) of a random
+    SPD Sigma_t: holds when the largest relative difference is below 1e-10.
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Seeds the draws (stream "lemma-a2-i").
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     rng = ctx.rng("lemma-a2-i")
     claims, rows = [], []
     for d, n, cond in ((2, 5, 1e2), (3, 10, 1e4), (5, 4, 1e3)):
@@ -116,6 +132,22 @@ def check_lemma_a2_i(ctx):
     GROUP,
 )
 def check_lemma_a2_ii(ctx):
+    """Eq (34), E[S] = (n-1) I_d, by Monte-Carlo over 4 (d, n) cases.
+
+    Each entry of the mean scatter must be within 0.05 (n - 1) of its target (n - 1 on the
+    diagonal, 0 off it), decided at 5 standard errors (`verdict.equal`).
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (40000, 1e5 or 4e5 draws per case) and seed.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     runs = ctx.size(40000, 100000, 400000)
     cases = ((2, 3), (2, 10), (3, 5), (5, 20))
     rows, claims = [], []
@@ -148,6 +180,24 @@ def check_lemma_a2_ii(ctx):
     GROUP,
 )
 def check_lemma_a2_iii(ctx):
+    """Eq (35): E[sqrt S]/sqrt(n-1) = alpha_d(n) I with alpha_d(n) < alpha(n) < 1.
+
+    alpha_d(n) by quadrature over the Wishart eigenvalue density (`rates.alpha_d_quadrature`,
+    whose density must integrate to 1 within 1e-6), each entry of the Monte-Carlo E[sqrt S]
+    within 0.02 of alpha_d(n) I at 5 standard errors; d = 2 for n = 3, 5, 10, 30, and d = 3,
+    n = 10 in thorough mode.
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (draws per case, and the d = 3 case) and seed.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     runs = ctx.size(40000, 100000, 400000)
     cases = [(2, 3), (2, 5), (2, 10), (2, 30)]
     if ctx.mode == "thorough":
@@ -207,6 +257,24 @@ def _rel(a, b):
     GROUP,
 )
 def check_lemma_a2_eq51(ctx):
+    """Eqs (50)-(51) with the factor 1/sqrt(n-1): sqrt(Sigma_{t+1}) factors through Sigma_t^(1/4).
+
+    One refit at d = 2, n = 5 for Sigma_t of condition number 10 and 1e4 (the claims) and an
+    isotropic Sigma_t (a control: there the factorisation is exact); a claim holds when the
+    relative 2-norm difference is below 1e-8. It fails unless Sigma_t and S commute, and the
+    counterexample carries the matrices.
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Seeds the draws (stream "lemma-a2-eq51").
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     rng = ctx.rng("lemma-a2-eq51")
     d, n = 2, 5
     rows, claims, controls, counter = [], [], [], None
@@ -252,6 +320,23 @@ def check_lemma_a2_eq51(ctx):
     GROUP,
 )
 def check_lemma_a2_eq51_scale(ctx):
+    """Eq (51)'s printed factor 1/(n-1), tested where Sigma_t = 1.7 I commutes with S.
+
+    For n = 2, 3, 5, 10 the printed right-hand side must match sqrt(Sigma_{t+1}) to 1e-8
+    (relative); 1/sqrt(n-1), the factor eq (52) continues with, is the control. The printed
+    factor is off by 1 - 1/sqrt(n-1), so it fails for every n > 2.
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Seeds the draws (stream "lemma-a2-eq51-scale").
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     rng = ctx.rng("lemma-a2-eq51-scale")
     d = 2
     rows, claims, controls, counter = [], [], [], None
@@ -330,6 +415,23 @@ def loewner_cases(ctx):
     GROUP,
 )
 def check_lemma_a2_iv(ctx):
+    """Eq (36), E[sqrt Sigma_{t+1}] <= alpha_d(n) E[sqrt Sigma_t] in Loewner order, t = 0, 1, 4.
+
+    Refits Sigma_0 of `loewner_cases` over many runs and measures lambda_min of
+    E[alpha_d sqrt Sigma_t - sqrt Sigma_{t+1}] (`loewner`); each row also reports the smallest
+    rate that would hold (`smallest_constant`). Sigma_0 = diag(1, 1e-4) at d = 2, n = 5 fails.
+
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (20000 or 1e5 runs, and which cases) and seed.
+
+    Returns
+    -------
+    dict
+        The fields of a `CheckResult` (`stability.checks.verdict.result`).
+    """
     runs = ctx.size(20000, 20000, 100000)  # 10 standard errors at 20000 (quick)
     steps = (0, 1, 4)
     rows, claims = [], []
