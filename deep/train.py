@@ -124,6 +124,7 @@ class Trainer:
         return self.compiled()
 
     def compiled(self):
+        """The network to train: `net`, or its ``torch.compile`` (built once) under opts.compile."""
         # Static shapes: a fit's batch never changes, and automatic dynamic shapes (a second
         # resolution in one process) failed in inductor (torch 2.13, CPU).
         if self.opts.compile and not hasattr(self, "_compiled"):
@@ -355,6 +356,16 @@ class Trainer:
 
     # ---- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Everything a checkpoint holds, to resume training or rebuild the network.
+
+        Returns
+        -------
+        dict
+            ``format`` (FORMAT), ``method`` and ``method_options``, ``net_cfg`` (the network's
+            size, so a checkpoint is read without knowing it), the state dicts ``net``, ``ema``
+            and ``opt``, the images seen ``nimg_total`` and ``nimg_phase``, ``phases`` (fits
+            completed) and ``seed``.
+        """
         return {
             "format": FORMAT,
             "method": self.method.name,

@@ -149,10 +149,12 @@ class DataSource:
 
     @property
     def is_gaussian(self) -> bool:
+        """Whether the data are N(0, Sigma_data) (the exact engine then needs no points)."""
         return self.name == "gaussian"
 
     @property
     def is_file(self) -> bool:
+        """Whether the data are the rows of a .npy file (`points`)."""
         return self.points is not None
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -179,6 +181,8 @@ class DataSource:
         return np.stack([self.sample(n, rng) for _ in range(runs)])
 
     def describe(self) -> str:
+        """One line naming the data for reports: the file and its shape, N(0, Sigma) with its
+        dimension and condition number, or the data set's name."""
         if self.is_file:
             return f"file {self.name} ({len(self.points)} x {self.dim})"
         if self.is_gaussian:

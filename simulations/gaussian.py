@@ -40,6 +40,7 @@ class GaussianStats:
 
     @property
     def size(self) -> int:
+        """Number of points in each data set (the `DataSet` protocol of `stability.loop`)."""
         return int(self.count)
 
     @classmethod
@@ -50,6 +51,21 @@ class GaussianStats:
         return cls(x.shape[1], mean, np.einsum("rni,rnj->rij", xc, xc))
 
     def union(self, other: GaussianStats) -> GaussianStats:
+        """Statistics of each run's data set joined with `other`'s, exactly.
+
+        n = n1 + n2, mean = (n1 m1 + n2 m2)/n, S = S1 + S2 + (n1 n2 / n)(m1 - m2)(m1 - m2)^T
+        (an empty side returns the other unchanged).
+
+        Parameters
+        ----------
+        other : GaussianStats
+            The same R runs and dimension d: means (R, d), scatters (R, d, d).
+
+        Returns
+        -------
+        GaussianStats
+            count n1 + n2, means (R, d), scatters (R, d, d).
+        """
         n1, n2 = self.count, other.count
         if n1 == 0:
             return other
@@ -67,6 +83,16 @@ class GaussianStats:
         return GaussianStats(n, mean, scatter)
 
     def subsample(self, m, rng):
+        """Refused: a subsample has no sufficient-statistics form.
+
+        Subsamples overlap across iterations, so their statistics depend on the points, which
+        the exact engine never draws; policy accumulate-subsample needs the sample engine.
+
+        Raises
+        ------
+        UsageError
+            Always.
+        """
         raise UsageError(
             "a subsample has no sufficient-statistics form (subsamples overlap across iterations): "
             "use --engine sample for policy accumulate-subsample"
@@ -185,6 +211,20 @@ class GaussianModel:
         self.cov: np.ndarray | None = None
 
     def fit(self, data) -> None:
+        """Fit mean and covariance in each run: mu = mean, Sigma = S / (N - ddof).
+
+        ddof = 1 is the unbiased estimator of eq (5), ddof = 0 the maximum likelihood of eq (2).
+
+        Parameters
+        ----------
+        data : GaussianStats or PointSet
+            Statistics (exact engine) or points x of shape (R, N, d) (sample engine).
+
+        Raises
+        ------
+        UsageError
+            When N - ddof <= 0 (no covariance can be estimated).
+        """
         stats = data if isinstance(data, GaussianStats) else GaussianStats.from_points(data.x)
         if stats.count - self.ddof <= 0:
             raise UsageError(
@@ -195,6 +235,20 @@ class GaussianModel:
         self.cov = stats.scatter / (stats.count - self.ddof)
 
     def sample(self, k: int, rng: np.random.Generator):
+        """k samples of N(mu_r, Sigma_r) in each run (Algorithm 1's synthetic data).
+
+        Parameters
+        ----------
+        k : int
+            Samples per run.
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        GaussianStats or PointSet
+            Their statistics, exact in distribution (`sample_stats`; exact engine), or the
+            points, shape (R, k, d) (sample engine).
+        """
         if self.engine == "exact":
             return sample_stats(self.mu, self.cov, k, rng)
         r, d = self.mu.shape
@@ -202,6 +256,7 @@ class GaussianModel:
         return PointSet(self.mu[:, None, :] + np.einsum("rkj,rij->rki", z, _root(self.cov)))
 
     def state(self) -> dict:
+        """The fitted parameters: ``mu`` of shape (R, d) and ``cov`` of shape (R, d, d)."""
         return {"mu": self.mu, "cov": self.cov}
 
 

@@ -65,6 +65,18 @@ class ImageDataset:
 
 
 def check_images(images) -> None:
+    """Refuse what is not a uint8 array of images of shape (N, C, H, W) with C = 1 or 3.
+
+    Parameters
+    ----------
+    images : object
+        The candidate.
+
+    Raises
+    ------
+    UsageError
+        Naming the dtype and shape (or the type) that was given.
+    """
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
         raise UsageError(
             "images must be a uint8 numpy array of shape (N, C, H, W), got "

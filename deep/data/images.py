@@ -109,6 +109,30 @@ def _decode(
 
 
 def load_folder(folder: Path, name: str, channels, limit, resolution) -> ImageDataset:
+    """The PNG/JPEG images under `folder` (recursively, in path order; hidden entries skipped).
+
+    Parameters
+    ----------
+    folder : Path
+    name : str
+        The data set's name.
+    channels : int or None
+        1 or 3; None gives 1 when every image is gray, else 3.
+    limit : int or None
+        Keep the first `limit` images (in path order).
+    resolution : int or None
+        The side every image must have; None: the first image's, at most `MAX_SIDE`.
+
+    Returns
+    -------
+    ImageDataset
+        uint8 images of shape (N, C, H, W), no labels.
+
+    Raises
+    ------
+    UsageError
+        Not a folder, no images, an unreadable image or one of another size.
+    """
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
     files = sorted(
@@ -126,6 +150,30 @@ def load_folder(folder: Path, name: str, channels, limit, resolution) -> ImageDa
 
 
 def load_zip(path: Path, channels, limit, resolution) -> ImageDataset:
+    """The PNG/JPEG images of an EDM-style dataset zip, with dataset.json's labels if any.
+
+    Members are read in name order as capped streams (`image_file_cap`), so a member that
+    inflates beyond what an image of the data's side can take is refused, not read.
+
+    Parameters
+    ----------
+    path : Path
+        The zip; the data set is named after its stem.
+    channels, limit, resolution
+        As in `load_folder`.
+
+    Returns
+    -------
+    ImageDataset
+        uint8 images of shape (N, C, H, W); labels of shape (N,) (int64) or (N, K) from
+        ``dataset.json`` when it gives them.
+
+    Raises
+    ------
+    UsageError
+        Not a readable zip, no images, an image too large, unreadable or of another size, or
+        a bad ``dataset.json`` (unreadable, too large, a missing or non-numeric label).
+    """
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
