@@ -275,6 +275,7 @@ def _first_equal(shortest, row4col, lowest, n, free_only):
     return m
 
 
+# Kept whole (95 lines): its two stages share ten work arrays, which split helpers would all take.
 @njit(cache=True, nogil=True)
 def augment(cost, v):
     """Exact stage: the optimal assignment by shortest augmenting paths from column duals v.
