@@ -1,7 +1,9 @@
 """Checks of Lemma E.1: the Jacobian of G_lambda^inf (eqs 76-80) and the sign error of eq (78).
 
 Every Jacobian formula is compared with central finite differences of the map G_lambda^inf
-itself (`props34.jacobian_fd`), an independent measurement.
+itself (`props34.jacobian_at_star`), an independent measurement. Each check takes the operators
+it measures (the paper's by default), so `stability.family_checks` runs these same checks on a
+researcher's (family, data) pair.
 """
 
 from __future__ import annotations

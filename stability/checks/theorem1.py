@@ -1,9 +1,11 @@
 """Checks of Theorem 1 (local stability of G_lambda^inf at theta*), eqs (11)-(12).
 
 The norm of the Jacobian is measured by central finite differences of the map
-(`props34.jacobian_fd`) wherever the theorem's condition lam (1 + L eps/alpha) < 1/2 holds;
-how far beyond it the spectral radius stays below 1 is reported from the corrected eq (78)
-(checked against finite differences by lemma-e1-eq78).
+(`props34.jacobian_at_star`) wherever the theorem's condition lam (1 + L eps/alpha) < 1/2
+holds; how far beyond it the spectral radius stays below 1 is reported from the corrected
+eq (78) (checked against finite differences by lemma-e1-eq78). Both checks take the operators
+they measure (the paper's by default, a researcher's from `stability.family_checks`); where
+eps is not computed they are inconclusive.
 """
 
 from __future__ import annotations
