@@ -182,3 +182,38 @@ def result(
         details=out_details,
         counterexample=counterexample if verdict == "fails" else None,
     )
+
+
+def largest_error(
+    claims: list[Measured], rows: list[dict], key: str, summary: str, **fields
+) -> dict:
+    """The fields of a CheckResult for a check whose rows each report an error that should be 0.
+
+    Parameters
+    ----------
+    claims : list of Measured
+        The check's measurements (decided by `result`).
+    rows : list of dict
+        One per case; ``row[key]`` is its error (a distance or a relative difference).
+    key : str
+        The error's key in the rows.
+    summary : str
+        A template: ``{worst}`` is replaced by the largest error (format specs allowed).
+    **fields
+        Further keyword arguments of `result` (controls, counterexample).
+
+    Returns
+    -------
+    dict
+        `result`'s fields with the rows as details, the largest error as `measured`, 0 as
+        `expected`.
+    """
+    worst = max(r[key] for r in rows)
+    return result(
+        claims,
+        summary=summary.format(worst=worst),
+        details=dict(rows=rows),
+        measured=worst,
+        expected=0.0,
+        **fields,
+    )
