@@ -260,7 +260,7 @@ def check_lipschitz(ctx):
     for d in dims:
         for coords in G.COORDS:
             analytic = G.lipschitz_constant(d, coords)
-            measured = G.lipschitz_measured(d, coords, rng, starts=ctx.size(3, 8, 20))
+            measured = G.lipschitz_measured(d, coords, rng, starts=ctx.size(3, 4, 20))
             rows.append(dict(d=d, coords=coords, analytic=analytic, measured=measured))
     vech = [r for r in rows if r["coords"] == "vech" and r["d"] >= 2]
     claims = [
