@@ -154,6 +154,19 @@ def gaussian_collapse(ctx, model=GaussianMLE) -> dict:
     GROUP,
 )
 def check_gaussian_collapse(ctx):
+    """Shumailov et al. / Alemohammad et al.: collapse of a refit Gaussian (see `gaussian_collapse`
+    for the claims, the closed forms and the design).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     return gaussian_collapse(ctx)
 
 
@@ -168,7 +181,7 @@ def accumulate_errors(ctx, model, regression, steps: int, n: int = 20) -> dict:
     least squares on a fixed design in R^3: ||w_t - w*||^2 (n - d - 1) / d (sigma = 1).
     """
     rng = ctx.rng("lit-accumulate")
-    runs, d = ctx.size(ACCUMULATE_RUNS, ACCUMULATE_RUNS, 4 * ACCUMULATE_RUNS), 2
+    runs, d = ctx.size(ACCUMULATE_RUNS, 12000, 4 * ACCUMULATE_RUNS), 2
     rows = {}
     for label, fitted in (("mle", model(ddof=0)), ("known-cov", model(cov=np.eye(d)))):
         real = PointSet(rng.standard_normal((runs, n, d)))
@@ -197,9 +210,9 @@ def accumulate_bound(ctx, model=GaussianMLE, regression=LinearRegressionOLS) -> 
     pi^2/6 for every t <= 8; with known covariance it equals sum_{k<=t+1} 1/k^2, and least
     squares on a fixed design likewise (times sigma^2 d/(n-d-1)), each within REL_TOL.
 
-    Design: n = 20, d = 2, 9000 runs, t <= 8: the bound is closest at the last step, where
-    sum_{k<=9} 1/k^2 = 1.540 is 0.105 below pi^2/6 and the refit covariance keeps the error
-    below the known-covariance sum.
+    Design: n = 20, d = 2, 9000 runs in --quick (12000 in default), t <= 8: the bound is
+    closest at the last step, where sum_{k<=9} 1/k^2 = 1.540 is 0.105 below pi^2/6 and the
+    refit covariance keeps the error below the known-covariance sum.
     """
     steps, n = 8, 20
     rows = accumulate_errors(ctx, model, regression, steps, n)
@@ -244,6 +257,19 @@ def accumulate_bound(ctx, model=GaussianMLE, regression=LinearRegressionOLS) -> 
     GROUP,
 )
 def check_accumulate(ctx):
+    """Gerstgrasser et al. / Dey and Donoho: accumulating data keeps the error below pi^2/6
+    tr(Sigma)/n (see `accumulate_bound`).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     return accumulate_bound(ctx)
 
 
@@ -299,6 +325,18 @@ def regression_growth(ctx, model=LinearRegressionOLS) -> dict:
     GROUP,
 )
 def check_regression(ctx):
+    """Dohmatob et al.: the linear growth of the least-squares error (see `regression_growth`).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     return regression_growth(ctx)
 
 
@@ -335,12 +373,12 @@ def bernoulli_collapse(ctx, model=BernoulliMLE) -> dict:
     the chain's (`wright_fisher`). Control: the chain's loss probability is 1 - p (optional
     stopping), so the chain is solved right.
 
-    Design: n = 20, p = 0.2, 30000 runs in --quick, 8n = 160 generations: the chain's second
-    eigenvalue is 1 - 1/n, so a run is still unabsorbed with probability about
-    (1 - 1/n)^160 = 3e-4, 0.2 standard errors of the loss fraction; p_t in {0, 1} late in
-    the run has standard deviation sqrt(p (1 - p)) = 0.4, twice p.
+    Design: n = 20, p = 0.2, 30000 runs in --quick (45000 in default), 8n = 160 generations:
+    the chain's second eigenvalue is 1 - 1/n, so a run is still unabsorbed with probability
+    about (1 - 1/n)^160 = 3e-4, 0.1 standard error of the loss fraction; p_t in {0, 1} late
+    in the run has standard deviation sqrt(p (1 - p)) = 0.4, twice p.
     """
-    n, p, runs = 20, 0.2, ctx.size(30000, 30000, 120000)
+    n, p, runs = 20, 0.2, ctx.size(30000, 45000, 120000)
     steps = 8 * n
     rng = ctx.rng("lit-bernoulli")
     real = PointSet((rng.random((runs, n, 1)) < p).astype(float))
@@ -396,6 +434,18 @@ def bernoulli_collapse(ctx, model=BernoulliMLE) -> dict:
     GROUP,
 )
 def check_bernoulli(ctx):
+    """Suresh et al.: the Bernoulli refit as a Wright-Fisher chain (see `bernoulli_collapse`).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     return bernoulli_collapse(ctx)
 
 
@@ -447,6 +497,18 @@ def gaussian_tail(ctx, model=GaussianMLE) -> dict:
     GROUP,
 )
 def check_gaussian_tail(ctx):
+    """Suresh et al.: the tail bound on sigma_k (see `gaussian_tail`).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     return gaussian_tail(ctx)
 
 
@@ -556,4 +618,16 @@ def golden_ratio(ctx, model=WeightedMean) -> dict:
     GROUP,
 )
 def check_golden_ratio(ctx):
+    """He et al.: the golden-ratio weighting of fresh real data (see `golden_ratio`).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     return golden_ratio(ctx)

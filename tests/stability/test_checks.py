@@ -228,7 +228,7 @@ def test_tasks_keep_shared_state_together_and_start_longest_first():
     groups = [{specs[i].group for i in task} for task in plan]
     assert {"theorem2"} in groups
     assert {"props34", "lemma-e1", "theorem1"} in groups
-    cost = [sum(checks.EXPECTED_SECONDS.get(specs[i].name, 0.3) for i in t) for t in plan]
+    cost = [sum(checks.EXPECTED_SECONDS.get(specs[i].name, 0.1) for i in t) for t in plan]
     assert cost == sorted(cost, reverse=True)
     assert [specs[i].name for i in plan[-1]] == ["alpha-bounds"]
 
