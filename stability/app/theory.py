@@ -321,6 +321,9 @@ def cmd_check(args) -> int:
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
 
+        # No monitor thread: the pool forks this process, and a lock that another thread holds
+        # at the fork stays held in the child.
+        tqdm.monitor_interval = 0
         bar = tqdm(total=len(specs), desc="checks", unit="check", leave=False)
 
     def on_done(result):
