@@ -13,10 +13,9 @@ import math
 import os
 import sys
 
-from stability.app.formatting import print_check_results, text_table
 from stability.app.map import add_map
 from stability.app.parser import ArgParser
-from stability.app.theory import add_theory_commands
+from stability.app.theory import add_theory_commands, cmd_check
 from stability.errors import RunError, UsageError
 
 
@@ -29,7 +28,7 @@ def _add_check(sub):
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick")
     mode.add_argument("--thorough", action="store_const", dest="mode", const="thorough")
-    p.set_defaults(mode="default", func=cmd_check)
+    p.set_defaults(mode="default", func=cmd_check)  # --jobs, --family, --data: app/theory.py
 
 
 def _add_alpha(sub):
@@ -221,88 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-def cmd_check(args) -> int:
-    """`stability check`: run the theory checks named in `args.names` (all by default).
-
-    With --list, lists the checks instead. Prints a table and the count of each verdict, or
-    the results as JSON with --json (the contract of `stability.checks.CheckResult`).
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        `names` (checks or groups), `list`, `json`, `seed` and `mode` (quick, default, thorough).
-
-    Returns
-    -------
-    int
-        0 when every requested check ran (whatever its verdict), 1 when one could not run.
-
-    Raises
-    ------
-    UsageError
-        For an unknown check or group, before any check runs.
-    """
-    from stability.checks import resolve, run_checks
-
-    if args.list:
-        _list_checks(args.names, args.json)
-        return 0
-    resolve(args.names)  # validate names before any work (ValueError -> exit 2)
-    bar = None
-    if sys.stderr.isatty() and not args.json:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(resolve(args.names)), desc="checks", unit="check", leave=False)
-
-    done = []
-
-    def on_start(spec):
-        if bar is not None:  # the bar counts the checks finished before this one
-            bar.n = len(done)
-            bar.set_postfix_str(spec.name)
-        done.append(spec.name)
-
-    results, all_ran = run_checks(args.names, mode=args.mode, seed=args.seed, on_start=on_start)
-    if bar is not None:
-        bar.close()
-    print_check_results(results, as_json=args.json)
-    if not args.json:
-        _print_counts(results, args.mode, args.seed)
-    return 0 if all_ran else 1
-
-
-def _list_checks(names: list[str], as_json: bool) -> None:
-    """Print the checks `names` select (all when empty): a table, or JSON with their claims."""
-    from stability.checks import all_checks, resolve
-
-    specs = resolve(names) if names else all_checks()
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    dict(name=s.name, group=s.group, claim=s.claim, reference=s.reference)
-                    for s in specs
-                ],
-                indent=2,
-            )
-        )
-    else:
-        print(
-            text_table(
-                [[s.name, s.group, s.reference] for s in specs], ["name", "group", "reference"]
-            )
-        )
-
-
-def _print_counts(results, mode: str, seed: int) -> None:
-    """The last line of `stability check`: how many checks hold, fail, are inconclusive."""
-    counts = {v: sum(r.verdict == v for r in results) for v in ("holds", "fails", "inconclusive")}
-    print(
-        f"\n{len(results)} checks: {counts['holds']} hold, {counts['fails']} fail, "
-        f"{counts['inconclusive']} inconclusive (mode {mode}, seed {seed})"
-    )
 
 
 def _integer(text: str, name: str, minimum: int) -> int:

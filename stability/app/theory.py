@@ -1,4 +1,9 @@
-"""`stability jacobian` and `stability check --family F --data D`: Theorem 1-2 for any family.
+"""`stability check` (the paper's checks, in parallel) and `stability jacobian` / `stability check
+--family F --data D`: Theorem 1-2 for any family.
+
+``check`` runs the registered checks of `stability.checks` over ``--jobs`` worker processes
+(default: every core) and prints them in the order of the paper; the numbers do not depend on
+the number of workers.
 
 ``jacobian`` takes a shipped setting (``--model NAME``) or any family and data (``--family
 student-t:nu=4 --data laplace``; see `stability.families.spec` and `stability.datasources.spec`
@@ -11,8 +16,10 @@ checks of `stability.family_checks` on that pair.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 
 from stability.app.formatting import fmt, print_check_results, text_table
 from stability.errors import UsageError
@@ -277,11 +284,99 @@ def _table_row(out: dict, i: int, r: dict) -> list:
 
 
 # ----------------------------------------------------------------------------------------------
+# stability check
+
+
+def jobs_option(text: str) -> int:
+    """The argparse type of --jobs: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def cmd_check(args) -> int:
+    """`stability check`: run the selected checks (all by default) and print their verdicts.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        names, list, json, seed, mode and jobs (worker processes; None: every core).
+
+    Returns
+    -------
+    int
+        The exit code: 0 when every check ran (whatever its verdict), 1 when one could not.
+    """
+    from stability.checks import all_checks, default_jobs, resolve, run_checks
+
+    if args.list:
+        _print_check_list(resolve(args.names) if args.names else all_checks(), args.json)
+        return 0
+    specs = resolve(args.names)  # validate names before any work (ValueError -> exit 2)
+    bar = None
+    if sys.stderr.isatty() and not args.json:
+        from tqdm import tqdm
+
+        # No monitor thread: the pool forks this process, and a lock that another thread holds
+        # at the fork stays held in the child.
+        tqdm.monitor_interval = 0
+        bar = tqdm(total=len(specs), desc="checks", unit="check", leave=False)
+
+    def on_done(result):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(result.name)
+
+    jobs = default_jobs() if getattr(args, "jobs", None) is None else args.jobs
+    try:
+        results, all_ran = run_checks(
+            args.names, mode=args.mode, seed=args.seed, jobs=jobs, on_done=on_done
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    print_check_results(results, as_json=args.json)
+    if not args.json:
+        counts = {
+            v: sum(r.verdict == v for r in results) for v in ("holds", "fails", "inconclusive")
+        }
+        print(
+            f"\n{len(results)} checks: {counts['holds']} hold, {counts['fails']} fail, "
+            f"{counts['inconclusive']} inconclusive (mode {args.mode}, seed {args.seed})"
+        )
+    return 0 if all_ran else 1
+
+
+def _print_check_list(specs, as_json: bool) -> None:
+    if as_json:
+        rows = [
+            dict(name=s.name, group=s.group, claim=s.claim, reference=s.reference) for s in specs
+        ]
+        print(json.dumps(rows, indent=2))
+    else:
+        print(
+            text_table(
+                [[s.name, s.group, s.reference] for s in specs], ["name", "group", "reference"]
+            )
+        )
+
+
+# ----------------------------------------------------------------------------------------------
 # stability check --family F --data D
 
 
 def extend_check(parser) -> None:
-    """Give the `check` parser --family/--data: the checks then run on that pair."""
+    """Give the `check` parser --jobs and --family/--data (the checks then run on that pair)."""
+    parser.add_argument(
+        "--jobs",
+        type=jobs_option,
+        default=None,
+        help="worker processes (default: every core; 1 runs the checks in this process)",
+    )
     parser.add_argument("--family", help="run the operator and Theorem 1-2 checks on this family")
     parser.add_argument("--data", help="... fitted to these data (with --family)")
     original = parser.get_default("func")

@@ -31,6 +31,22 @@ def _random_point(d, rng, cond=1e3):
     GROUP,
 )
 def check_derivatives(ctx):
+    """Proposition 2, eqs (58)-(60): closed-form score and Hessian of log N(x; mu, Sigma) in
+    theta = (mu, Sigma^-1) against sympy, in full, svec and vech coordinates.
+
+    Design: 5 random points (precision of condition 1e3) per dimension d in {1, 2} ({1, 2, 3}
+    in --thorough); the largest relative error must be below 1e-10 (exact computation).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     rng = ctx.rng("prop2-derivatives")
     rows, claims = [], []
     for d in _dims(ctx):
@@ -79,6 +95,21 @@ def _paper59_errors(d, x, mu, prec):
     GROUP,
 )
 def check_eq59(ctx):
+    """Eq (59) as printed against the true gradient (sympy) in (mu, Sigma^-1) and (mu, Sigma).
+
+    Exact: the printed Sigma^-1 block misses a factor 1/2 (it fails); control: the toolkit's
+    closed-form score equals sympy's gradient at the same points.
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     rng = ctx.rng("prop2-eq59")
     rows, claims, controls = [], [], []
     for d in _dims(ctx):
@@ -124,6 +155,19 @@ def check_eq59(ctx):
     GROUP,
 )
 def check_eq60(ctx):
+    """Eq (60) as printed against the Hessian (sympy) in (mu, Sigma^-1), on the symmetric
+    directions of the parameter space (svec basis), to 1e-10 (exact computation).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     rng = ctx.rng("prop2-eq60")
     rows = []
     for d in _dims(ctx):
@@ -177,6 +221,23 @@ def check_eq60(ctx):
     GROUP,
 )
 def check_negative_definite(ctx):
+    """Proposition 2 / Assumption 2: E[Hessian log p_theta] is negative definite with top
+    eigenvalue -alpha, alpha = min(lambda_min(Sigma^-1), lambda_min(Sigma)^2/2).
+
+    Design: random SPD precisions of condition 1, 1e2, 1e4 in d up to 3 (5 in default, 8 in
+    --thorough), svec and vech coordinates; controls: the information identity E[s s^T] =
+    -E[H] and E[s] = 0 by exact Gauss-Hermite quadrature (`_hermite_rule`).
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     rng = ctx.rng("prop2-nd")
     dims = ctx.size((1, 2, 3), (1, 2, 3, 5), (1, 2, 3, 5, 8))
     rows, claims, controls = [], [], []
@@ -254,13 +315,30 @@ def _hermite_rule(d: int, k: int = 3):
     GROUP,
 )
 def check_lipschitz(ctx):
+    """Proposition 2 / Assumption 1: x -> Hessian log p_theta(x) is 1-Lipschitz.
+
+    Design: the largest ||H(x + u) - H(x)||_2 over unit u by Nelder-Mead from 3 random starts
+    in --quick, 4 in default, 20 in --thorough, for d up to 3 (4, 6), must be <= 1 in full and
+    svec coordinates; control: it equals the analytic constant (1, or sqrt(2 - 1/d) in vech)
+    to 1e-6, so a search that misses the maximum is seen.
+
+    Parameters
+    ----------
+    ctx : stability.checks.Context
+        Mode (sizes) and seed.
+
+    Returns
+    -------
+    dict
+        The CheckResult fields, from `stability.checks.verdict.result`.
+    """
     rng = ctx.rng("prop2-lipschitz")
     dims = ctx.size((1, 2, 3), (1, 2, 3, 4), (1, 2, 3, 4, 6))
     rows = []
     for d in dims:
         for coords in G.COORDS:
             analytic = G.lipschitz_constant(d, coords)
-            measured = G.lipschitz_measured(d, coords, rng, starts=ctx.size(3, 8, 20))
+            measured = G.lipschitz_measured(d, coords, rng, starts=ctx.size(3, 4, 20))
             rows.append(dict(d=d, coords=coords, analytic=analytic, measured=measured))
     vech = [r for r in rows if r["coords"] == "vech" and r["d"] >= 2]
     claims = [

@@ -300,6 +300,37 @@ def test_check_on_a_family_and_data(capsys):
     one_line_error(capsys, "check", "--family", "student-t")
 
 
+def test_check_jobs_gives_the_serial_json_and_a_dead_worker_is_one_line_exit_1(capsys):
+    import multiprocessing
+    import os
+
+    from stability import checks
+
+    names = ["alpha-bounds", "lemma-a2-i", "prop2-eq60"]
+    outs = []
+    for jobs in ("1", "2"):
+        code, out, _ = run(capsys, "check", *names, "--quick", "--json", "--jobs", jobs)
+        assert code == 0
+        outs.append([{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(out)])
+    assert outs[0] == outs[1] and [r["name"] for r in outs[1]] == names
+    one_line_error(capsys, "check", "alpha-bounds", "--jobs", "0")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return  # the workers see a check registered by the test only when forked
+
+    def dies(ctx):
+        os._exit(3)
+
+    checks.all_checks()
+    checks.REGISTRY["test-dies"] = checks.CheckSpec("test-dies", "c", "r", dies, "literature")
+    try:
+        code, out, err = run(capsys, "check", "test-dies", "alpha-bounds", "--jobs", "2")
+    finally:
+        checks.REGISTRY.pop("test-dies")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "test-dies" in lines[0], err
+    assert "Traceback" not in err
+
+
 def test_map_writes_csv_png_and_config(capsys, tmp_path):
     out_dir = tmp_path / "map"
     code, out, _ = run(

@@ -3,16 +3,19 @@ deterministic, and can fail."""
 
 import json
 import math
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
 
-from stability import gaussian
+from stability import checks, gaussian
 from stability.checks import VERDICTS, all_checks, resolve, run_checks
 from stability.checks.lemma_a2 import loewner, smallest_constant
 from stability.checks.props34 import mle_step_moments
 from stability.checks.theorem2 import g_inf_closed
 from stability.checks.verdict import MARGIN_SE, result
+from stability.errors import RunError
 from stability.linalg import random_spd, sqrtm_psd
 from stability.runs.jsonsafe import jsonable
 
@@ -38,6 +41,12 @@ MONTE_CARLO = {
     "operator-gaussian",
     "theorem2-gaussian",
     "theorem2-fully-synthetic",
+    "lit-gaussian-collapse",
+    "lit-accumulate-bound",
+    "lit-regression-linear-growth",
+    "lit-bernoulli-martingale",
+    "lit-gaussian-tail",
+    "lit-golden-ratio",
 }
 
 
@@ -189,3 +198,74 @@ def test_independent_g_inf_agrees_with_the_toolkit():
         theirs = gaussian.g_inf(mu, cov, lam, dm, dc)
         np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
         np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-12, atol=1e-14)
+
+
+# ---- the parallel runner ---------------------------------------------------------------------
+
+FORK = "fork" in multiprocessing.get_all_start_methods()
+
+
+@pytest.mark.skipif(not FORK, reason="the pool's workers see test-registered checks only by fork")
+def test_parallel_run_equals_the_serial_run_except_seconds():
+    names = ["lemma-a2-ii", "prop2-eq59", "lit-gaussian-tail", "alpha-bounds", "lemma-a2-i"]
+    serial, ok1 = run_checks(names, mode="quick", seed=1, jobs=1)
+    done = []
+    parallel, ok2 = run_checks(names, mode="quick", seed=1, jobs=2, on_done=done.append)
+    assert ok1 and ok2
+    assert sorted(r.name for r in done) == sorted(r.name for r in serial)
+
+    def without_seconds(results):
+        return [{k: v for k, v in jsonable(r.to_dict()).items() if k != "seconds"} for r in results]
+
+    assert [r.name for r in parallel] == [r.name for r in serial]  # the order asked for
+    assert json.dumps(without_seconds(parallel)) == json.dumps(without_seconds(serial))
+
+
+def test_tasks_keep_shared_state_together_and_start_longest_first():
+    specs = resolve(["alpha-bounds", "theorem2", "theorem1", "prop1-multivariate-alpha1"])
+    plan = checks.tasks(specs)
+    assert sorted(i for task in plan for i in task) == list(range(len(specs)))
+    groups = [{specs[i].group for i in task} for task in plan]
+    assert {"theorem2"} in groups
+    assert {"props34", "lemma-e1", "theorem1"} in groups
+    cost = [sum(checks.EXPECTED_SECONDS.get(specs[i].name, 0.1) for i in t) for t in plan]
+    assert cost == sorted(cost, reverse=True)
+    assert [specs[i].name for i in plan[-1]] == ["alpha-bounds"]
+
+
+@pytest.fixture
+def broken_checks():
+    """Two checks registered for one test: one raises, one kills its worker process."""
+
+    def raises(ctx):
+        raise ValueError("boom")
+
+    def dies(ctx):
+        os._exit(3)
+
+    added = {
+        "test-raises": checks.CheckSpec("test-raises", "c", "r", raises, "literature"),
+        "test-dies": checks.CheckSpec("test-dies", "c", "r", dies, "literature"),
+    }
+    checks.all_checks()
+    checks.REGISTRY.update(added)
+    yield added
+    for name in added:
+        checks.REGISTRY.pop(name)
+
+
+@pytest.mark.skipif(not FORK, reason="the pool's workers see test-registered checks only by fork")
+def test_a_check_that_raises_in_a_worker_is_reported_and_one_that_dies_is_a_run_error(
+    broken_checks,
+):
+    results, all_ran = run_checks(["test-raises", "alpha-bounds"], mode="quick", jobs=2)
+    assert not all_ran
+    assert results[0].verdict == "inconclusive" and "boom" in results[0].summary
+    assert results[1].verdict == "holds"
+    with pytest.raises(RunError, match="test-dies"):
+        run_checks(["test-dies", "alpha-bounds"], mode="quick", jobs=2)
+
+
+def test_jobs_must_be_positive():
+    with pytest.raises(ValueError, match="jobs"):
+        run_checks(["alpha-bounds"], jobs=0)

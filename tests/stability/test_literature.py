@@ -10,6 +10,7 @@ import pytest
 from stability import collapse_models as M
 from stability.checks import Context, resolve
 from stability.checks import literature as L
+from stability.checks.verdict import MARGIN_SE
 from stability.loop import PointSet
 
 QUICK = Context(mode="quick", seed=0)
@@ -80,8 +81,14 @@ def test_holds_for_the_model_and_fails_for_a_mutant(honest, fn, mutant):
     res = honest[fn.__name__]
     assert res["verdict"] == "holds", res["summary"]
     assert np.isfinite(res["measured"]) and np.isfinite(res["expected"])
+    # Decided by the verdict rule, with margin, in --quick: the deciding estimate is at least
+    # 5 standard errors inside its bound and its interval is the estimate +- 5 of them.
+    assert res["margin_se"] is not None and res["margin_se"] >= MARGIN_SE, res["margin_se"]
+    lo, hi = res["interval"]
+    assert lo <= res["measured"] <= hi
     bad = fn(QUICK, **mutant)
     assert bad["verdict"] == "fails", bad["summary"]
+    assert bad["margin_se"] >= MARGIN_SE
     assert bad["counterexample"] is not None
 
 
