@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from stability.errors import UsageError
+from stability.runs.quantiles import linear_quantiles
 
 SUMMARY_COLUMNS = ("policy", "lam", "t", "metric", "runs", "mean", "se", "q05", "q50", "q95")
 
@@ -265,9 +266,9 @@ def summarize(values: np.ndarray) -> dict:
         ses = values.std(axis=0, ddof=1) / math.sqrt(runs) if runs > 1 else None
         # Quantiles by selection along contiguous rows of a copy, partitioned in place: the
         # same order statistics and interpolation as np.quantile(values, axis=0), without a
-        # partition along strided memory.
+        # partition along strided memory, one rank at a time (`linear_quantiles`).
         rows = np.array(values.T, order="C")
-        qs = np.quantile(rows, QUANTILES, axis=1, method="linear", overwrite_input=True)
+        qs = linear_quantiles(rows, QUANTILES)
     n_t = values.shape[1]
     return {
         "runs": [int(runs)] * n_t,
