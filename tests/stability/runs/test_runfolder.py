@@ -110,7 +110,7 @@ def _reference(values: np.ndarray) -> dict:
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
-@pytest.mark.parametrize("runs,steps", [(2, 3), (7, 1), (1001, 12)])
+@pytest.mark.parametrize("runs,steps", [(2, 3), (7, 1), (1001, 12), (20_001, 9)])
 def test_summary_is_numpys_to_the_last_bit(order, runs, steps):
     rng = np.random.default_rng(runs + steps)
     values = np.array(rng.lognormal(size=(runs, steps)) * 1e3, order=order)
