@@ -123,7 +123,13 @@ def main(argv=None) -> int:
             results.append(time_command(COMMANDS[name], folder, args.timeout))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        print(f"  {name}: {results[-1]['wall']:.2f} s wall", file=sys.stderr, flush=True)
+        r = results[-1]
+        # each row as it comes, so that an interrupted run keeps what it measured
+        print(
+            f"  {name}: {r['wall']:.2f} s wall {r['cpu']:.2f} s CPU exit {r['exit']}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"Measured on {machine()}; load average {before} before, {load()} after.")
     print(f"Command: python benchmarks/end_to_end.py {' '.join(argv or sys.argv[1:])}".rstrip())
     print()
