@@ -101,8 +101,6 @@ def engine_alone(runs: int, iterations: int) -> tuple[float, float]:
 def phases(runs: int, iterations: int, folder: Path) -> dict[str, float]:
     """CPU seconds of each phase of the command's work, one after the other in this process
     (the same operations as the command's tasks, through the public functions)."""
-    import numpy as np
-
     code = (
         "import time; t = time.process_time(); "
         "import stability.app.cli, simulations.gaussian_sim, stability.runs.runfolder; "
@@ -117,8 +115,15 @@ def phases(runs: int, iterations: int, folder: Path) -> dict[str, float]:
         check=True,
     )
     from simulations.gaussian import METRICS
-    from simulations.gaussian_sim import GaussianSimConfig, simulate_block, write_figures
-    from stability.runs.runfolder import atomic_save_npz, read_summary, summary_rows, write_summary
+    from simulations.gaussian_blocks import block_path, save_block
+    from simulations.gaussian_sim import (
+        GaussianSimConfig,
+        simulate_block,
+        summarise_saved_blocks,
+        write_figures,
+    )
+    from stability.runs.plots import warm_up
+    from stability.runs.runfolder import read_summary, write_summary
 
     cfg, _, _ = GaussianSimConfig(
         dim=2, n=10000, lams=(1.0,), iterations=iterations, runs=runs, engine="exact"
@@ -129,24 +134,18 @@ def phases(runs: int, iterations: int, folder: Path) -> dict[str, float]:
         t = time.process_time()
         values = simulate_block(cfg, 1.0, b)
         out["engine"] += time.process_time() - t
-        paths.append(folder / "blocks" / f"lam0_block{b:05d}.npz")
+        paths.append(block_path(folder, 0, b))
         t = time.process_time()
-        atomic_save_npz(paths[-1], durable=False, **values)
+        save_block(paths[-1], values)
         out["saving blocks"] += time.process_time() - t
     t = time.process_time()
-    rows = []
-    for metric in METRICS:
-        values = np.empty((cfg.runs, cfg.iterations + 1), order="F")
-        for b, path in enumerate(paths):
-            with np.load(path) as archive:
-                values[b * cfg.block_size : (b + 1) * cfg.block_size] = archive[metric]
-        rows += summary_rows(cfg.policy, 1.0, metric, values)
+    # What the command's workers do: each metric read back from the saved blocks, summarised.
+    rows = [row for metric in METRICS for row in summarise_saved_blocks(cfg, 0, metric, paths)]
     write_summary(folder / "summary.csv", rows)
     out["summaries (6 metrics)"] = time.process_time() - t
     rows = read_summary(folder / "summary.csv")
     t = time.process_time()
-    import matplotlib.pyplot  # noqa: F401
-
+    warm_up()
     out["matplotlib import"] = time.process_time() - t
     t = time.process_time()
     write_figures(cfg, rows, folder / "figures")

@@ -42,12 +42,12 @@ from simulations.gaussian import (
     Metrics,
     sample_real_stats,
 )
+from simulations.gaussian_blocks import block_path, read_member, remove_blocks, save_block
 from stability.errors import RunError, UsageError, check_dim, check_lam, check_n
 from stability.loop import PointSet, Policy, retrain, synthetic_count
 from stability.runs.resources import available_cores, available_memory, check_memory
 from stability.runs.runfolder import (
     RunFolder,
-    atomic_save_npz,
     describe_run,
     format_lam,
     read_summary,
@@ -56,8 +56,7 @@ from stability.runs.runfolder import (
 )
 
 # Runs x iterations x lambdas below which a run stays in this process by default: about half
-# a second of the exact engine at d = 2, less than starting workers that each import
-# matplotlib for the figures.
+# a second of the exact engine at d = 2, less than starting worker processes pays back.
 INLINE_WORK = 2_000_000
 
 # The two infinities a collapsed (numerically singular) covariance legitimately gives: its log
@@ -155,6 +154,9 @@ class GaussianSimConfig:
 
     @property
     def blocks(self) -> int:
+        """Blocks of `block_size` runs per lambda, the last one possibly shorter: the unit of
+        work, of random streams (block b draws from SeedSequence(seed, spawn_key=(0, b)) and
+        (1, key(policy, lambda), b)) and of saving, ceil(runs / block_size)."""
         return math.ceil(self.runs / self.block_size)
 
 
@@ -232,6 +234,24 @@ def _lam_key(policy: str, lam: float) -> int:
     return zlib.crc32(f"{policy}|{format_lam(lam)}".encode())
 
 
+def _block_streams(cfg: GaussianSimConfig, lam: float, block: int):
+    """The block's two random streams: its real data (the same for every lambda) and its
+    synthetic data (this lambda's own)."""
+    rng_real = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0, block)))
+    rng = np.random.default_rng(
+        np.random.SeedSequence(cfg.seed, spawn_key=(1, _lam_key(cfg.policy, lam), block))
+    )
+    return rng_real, rng
+
+
+def _draw_real(source: DataSource, exact: bool, runs: int, size: int, rng):
+    """`size` real points for each of `runs` runs: their sufficient statistics (exact engine)
+    or the points themselves."""
+    if exact:
+        return sample_real_stats(source, runs, size, rng)
+    return PointSet(source.sample_runs(runs, size, rng))
+
+
 def simulate_block(
     cfg: GaussianSimConfig, lam: float, block: int, source: DataSource | None = None
 ) -> dict:
@@ -247,20 +267,12 @@ def simulate_block(
     policy = Policy(cfg.policy, lam, cfg.n_fresh, cfg.subsample_size)
     first = block * cfg.block_size
     b = min(cfg.block_size, cfg.runs - first)
-    rng_real = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0, block)))
-    rng = np.random.default_rng(
-        np.random.SeedSequence(cfg.seed, spawn_key=(1, _lam_key(cfg.policy, lam), block))
-    )
+    rng_real, rng = _block_streams(cfg, lam, block)
     exact = cfg.engine == "exact"
-    if exact:
-        real = sample_real_stats(source, b, cfg.n, rng_real)
-    else:
-        real = PointSet(source.sample_runs(b, cfg.n, rng_real))
+    real = _draw_real(source, exact, b, cfg.n, rng_real)
 
     def fresh(m, r):
-        if exact:
-            return sample_real_stats(source, b, m, r)
-        return PointSet(source.sample_runs(b, m, r))
+        return _draw_real(source, exact, b, m, r)
 
     model = GaussianModel(cfg.engine, ESTIMATORS[cfg.estimator])
     metrics = Metrics(source.mean, source.cov)
@@ -339,51 +351,28 @@ def _init_worker(cfg: GaussianSimConfig) -> None:
     _WORKER["cfg"] = cfg
 
 
-def _block_path(folder: RunFolder | Path, li: int, block: int) -> Path:
-    base = folder.path if isinstance(folder, RunFolder) else Path(folder)
-    return base / "blocks" / f"lam{li}_block{block:05d}.npz"
-
-
-def _save_block(path: Path, values: dict) -> None:
-    # No fsync: a block is checked when read back (the CRC-32 of each archive member, the
-    # shapes) and recomputed if damaged, so only the rename needs to be atomic.
-    atomic_save_npz(path, durable=False, **values)
-
-
 def _run_task(args):
     li, lam, block, path = args
     values = simulate_block(_WORKER["cfg"], lam, block)
-    _save_block(path, values)
+    save_block(path, values)
     return li, block
-
-
-def _read_member(path: Path, metric: str) -> np.ndarray:
-    """One array of a block archive, read with a single copy (numpy.load copies it twice).
-
-    zipfile checks the member's CRC-32 when the read reaches its end (BadZipFile if damaged).
-    """
-    with zipfile.ZipFile(path) as archive, archive.open(f"{metric}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version != (1, 0):
-            raise ValueError(f"unexpected .npy version {version}")
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        data = f.read()
-    order = "F" if fortran else "C"
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
 
 
 def _read_block(li: int, lam: float, block: int, path: Path, metric: str) -> np.ndarray:
     """One metric of a saved block, shape (B, T+1); a missing or damaged block is recomputed."""
     cfg = _WORKER["cfg"]
     shape = (min(cfg.block_size, cfg.runs - block * cfg.block_size), cfg.iterations + 1)
+    buffer = _WORKER.get("read_buffer")
+    if buffer is None or buffer.nbytes < 8 * math.prod(shape):
+        buffer = _WORKER["read_buffer"] = np.empty(8 * cfg.block_size * shape[1], dtype=np.uint8)
     try:
-        values = _read_member(path, metric)
+        values = read_member(path, metric, buffer)
         if values.shape == shape and values.dtype == np.float64:
             return values
     except (OSError, ValueError, KeyError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error):
         pass
     values = simulate_block(cfg, lam, block)
-    _save_block(path, values)
+    save_block(path, values)
     return values[metric]
 
 
@@ -403,6 +392,27 @@ def _summary_task(args):
         lo = block * cfg.block_size
         values[lo : lo + cfg.block_size] = _read_block(li, lam, block, path, metric)
     return summary_rows(cfg.policy, lam, metric, values)
+
+
+def summarise_saved_blocks(
+    cfg: GaussianSimConfig, li: int, metric: str, paths: list[Path]
+) -> list[dict]:
+    """Summary rows of one metric of lambda number `li`, read from its saved blocks in this
+    process: what a worker of the command does (for benchmarks).
+
+    Parameters
+    ----------
+    cfg : GaussianSimConfig
+        A resolved configuration.
+    li : int
+        Index of the lambda in ``cfg.lams``.
+    metric : str
+    paths : list of Path
+        The block files of that lambda, in block order (a missing one is computed and saved).
+    """
+    if _WORKER.get("cfg") is not cfg:
+        _init_worker(cfg)
+    return _summary_task((li, cfg.lams[li], metric, paths))
 
 
 class _Inline:
@@ -440,7 +450,7 @@ def _simulate(cfg: GaussianSimConfig, folder: RunFolder, pool, bar) -> list[dict
     figures = folder.file("figures")
 
     def summarise(li: int) -> None:
-        paths = [_block_path(folder, li, b) for b in range(cfg.blocks)]
+        paths = [block_path(folder, li, b) for b in range(cfg.blocks)]
         for metric in METRICS:
             task = (li, cfg.lams[li], metric, paths)
             futures[pool.submit(_summary_task, task)] = ("summary", li, metric)
@@ -460,12 +470,18 @@ def _simulate(cfg: GaussianSimConfig, folder: RunFolder, pool, bar) -> list[dict
 
     for li, lam in enumerate(cfg.lams):
         for b in range(cfg.blocks):
-            path = _block_path(folder, li, b)
+            path = block_path(folder, li, b)
             if not path.exists():
                 left[li] += 1
                 futures[pool.submit(_run_task, (li, lam, b, path))] = ("block", li, b)
     if bar is not None:
         bar.update(len(cfg.lams) * cfg.blocks - sum(left))
+    if futures and not isinstance(pool, _Inline):
+        # This process only waits while the workers compute: it loads matplotlib now rather
+        # than when the first summary is in, where it delayed the figures at the run's end.
+        from stability.runs.plots import warm_up
+
+        warm_up()
     for li in range(len(cfg.lams)):
         if left[li] == 0:
             summarise(li)
@@ -485,16 +501,6 @@ def _simulate(cfg: GaussianSimConfig, folder: RunFolder, pool, bar) -> list[dict
             if left[li] == 0:
                 summarise(li)
     return [row for li in range(len(cfg.lams)) for m in METRICS for row in summaries[li, m]]
-
-
-def _remove_blocks(folder: RunFolder, cfg: GaussianSimConfig) -> None:
-    for li in range(len(cfg.lams)):
-        for b in range(cfg.blocks):
-            _block_path(folder, li, b).unlink(missing_ok=True)
-    try:
-        folder.file("blocks").rmdir()
-    except OSError:
-        pass
 
 
 def run_gaussian_simulation(
@@ -527,7 +533,7 @@ def run_gaussian_simulation(
     folder = RunFolder(out, "simulate gaussian", cfg.options())
     folder.check_writable()
     todo = sum(
-        not _block_path(folder, li, b).exists()
+        not block_path(folder, li, b).exists()
         for li in range(len(cfg.lams))
         for b in range(cfg.blocks)
     )
@@ -553,7 +559,7 @@ def run_gaussian_simulation(
             if bar is not None:
                 bar.close()
         if not keep_blocks:
-            _remove_blocks(folder, cfg)
+            remove_blocks(folder, len(cfg.lams), cfg.blocks)
         rows = read_summary(summary_path)
         figures = write_figures(cfg, rows, folder.file("figures"))  # drawn already: paths
     return describe(cfg, folder, rows, figures)
@@ -588,4 +594,10 @@ def describe(
     return describe_run(folder, rows, figures, cfg.iterations)
 
 
-__all__ = ["GaussianSimConfig", "run_gaussian_simulation", "simulate_block", "GaussianStats"]
+__all__ = [
+    "GaussianSimConfig",
+    "run_gaussian_simulation",
+    "simulate_block",
+    "summarise_saved_blocks",
+    "GaussianStats",
+]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from stability.errors import UsageError
+from stability.runs.quantiles import linear_quantiles
 
 SUMMARY_COLUMNS = ("policy", "lam", "t", "metric", "runs", "mean", "se", "q05", "q50", "q95")
 
@@ -112,11 +113,34 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_save_npz(path: Path, durable: bool = True, **arrays) -> None:
     """Save numpy arrays (any shapes, by keyword) to an .npz file atomically (`atomic_file`).
 
-    The archive is written straight into the temporary file (no copy in memory); its members
-    carry CRC-32s, which `numpy.load` checks when it reads them.
+    The archive is the one `numpy.savez` writes (stored members NAME.npy, zip64), written
+    straight into the temporary file; its members carry CRC-32s, which `numpy.load` checks
+    when it reads them. A contiguous array goes to the file from its own memory: numpy.savez
+    first copies each one into a new bytes object, whose page faults cost as much CPU as the
+    writing (0.2 of 0.4 s for the 100 blocks of 1e5 runs x 101 x 6 metrics).
     """
+    import zipfile
+
     with atomic_file(path, durable) as f:
-        np.savez(f, **arrays)
+        with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name, value in arrays.items():
+                value = np.asanyarray(value)
+                with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    _write_npy(member, value)
+
+
+def _write_npy(f, value: np.ndarray) -> None:
+    """One array in the .npy format (`numpy.lib.format.write_array`), without a copy if it is
+    contiguous and of a plain dtype."""
+    contiguous = value.flags.c_contiguous or value.flags.f_contiguous
+    if not contiguous or value.dtype.hasobject or value.dtype.names is not None:
+        np.lib.format.write_array(f, value, allow_pickle=False)
+        return
+    header = np.lib.format.header_data_from_array_1_0(value)
+    np.lib.format.write_array_header_1_0(f, header)
+    # The bytes in the header's order: a Fortran-ordered array's memory is its transpose's.
+    memory = value.T if header["fortran_order"] else value
+    f.write(memory.reshape(-1).view(np.uint8))
 
 
 def format_lam(lam: float) -> str:
@@ -262,12 +286,12 @@ def summarize(values: np.ndarray) -> dict:
         # Mean and standard deviation on the array as given: numpy's sums over runs depend on
         # its memory layout in the last bits, so these are the numbers np.mean gives on it.
         means = values.mean(axis=0)
-        ses = values.std(axis=0, ddof=1) / math.sqrt(runs) if runs > 1 else None
+        ses = _std_by_columns(values) / math.sqrt(runs) if runs > 1 else None
         # Quantiles by selection along contiguous rows of a copy, partitioned in place: the
         # same order statistics and interpolation as np.quantile(values, axis=0), without a
-        # partition along strided memory.
+        # partition along strided memory, one rank at a time (`linear_quantiles`).
         rows = np.array(values.T, order="C")
-        qs = np.quantile(rows, QUANTILES, axis=1, method="linear", overwrite_input=True)
+        qs = linear_quantiles(rows, QUANTILES)
     n_t = values.shape[1]
     return {
         "runs": [int(runs)] * n_t,
@@ -277,6 +301,16 @@ def summarize(values: np.ndarray) -> dict:
         "q50": qs[1].tolist(),
         "q95": qs[2].tolist(),
     }
+
+
+def _std_by_columns(values: np.ndarray, width: int = 4) -> np.ndarray:
+    """``values.std(axis=0, ddof=1)``, `width` columns at a time: each column's numbers are
+    computed as on the whole array, while numpy's temporaries (the deviations and their
+    squares) stay in the cache (0.037 -> 0.020 s CPU at 1e5 runs x 101)."""
+    out = np.empty(values.shape[1])
+    for a in range(0, values.shape[1], width):
+        out[a : a + width] = values[:, a : a + width].std(axis=0, ddof=1)
+    return out
 
 
 def summary_rows(policy: str, lam: float, metric: str, values: np.ndarray) -> list[dict]:

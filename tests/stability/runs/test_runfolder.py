@@ -110,7 +110,7 @@ def _reference(values: np.ndarray) -> dict:
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
-@pytest.mark.parametrize("runs,steps", [(2, 3), (7, 1), (1001, 12)])
+@pytest.mark.parametrize("runs,steps", [(2, 3), (7, 1), (1001, 12), (20_001, 9)])
 def test_summary_is_numpys_to_the_last_bit(order, runs, steps):
     rng = np.random.default_rng(runs + steps)
     values = np.array(rng.lognormal(size=(runs, steps)) * 1e3, order=order)
@@ -178,3 +178,29 @@ def test_the_lock_checks_the_folder_again(tmp_path):
             pass
     with lock_run_folder(tmp_path / "run"):  # and released
         pass
+
+
+def test_an_npz_saved_from_memory_is_the_one_numpy_savez_writes(tmp_path):
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "c": rng.random((3, 4)),
+        "f": np.asfortranarray(rng.random((5, 2))),
+        "strided": rng.random((4, 6))[:, ::2],
+        "scalar": np.float64(3.5),
+        "empty": np.zeros((0, 3)),
+        "int": np.arange(5, dtype=np.int32),
+        "record": np.array([(1, 2.0)], dtype=[("x", "i4"), ("y", "f8")]),
+        "big_endian": rng.random((3, 4)).astype(">f8"),
+    }
+    atomic_save_npz(tmp_path / "ours.npz", durable=False, **arrays)
+    np.savez(tmp_path / "numpy.npz", **arrays)
+    with zipfile.ZipFile(tmp_path / "ours.npz") as a, zipfile.ZipFile(tmp_path / "numpy.npz") as b:
+        ours = [(i.filename, i.file_size, i.CRC, i.compress_type) for i in a.infolist()]
+        theirs = [(i.filename, i.file_size, i.CRC, i.compress_type) for i in b.infolist()]
+        assert ours == theirs  # the same members, byte for byte
+    with np.load(tmp_path / "ours.npz") as z:
+        for name, value in arrays.items():
+            assert z[name].dtype == np.asarray(value).dtype and np.array_equal(z[name], value)
+            assert z[name].flags.f_contiguous == np.asarray(value).flags.f_contiguous
