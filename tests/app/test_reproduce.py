@@ -117,6 +117,20 @@ def test_deep_runs_share_the_feature_network_and_draw_no_figures(report):
         assert not (folder / "figures").exists()
 
 
+def test_no_gaussian_simulation_draws_its_own_figures(report):
+    """The Gaussian part's figures are the report's three; its 7 simulations draw none."""
+    results, out = report
+    sims = sorted((out / "parts" / "gaussian").iterdir())
+    assert len(sims) == len(gaussian.plan(sizes.TINY.gaussian, 0))
+    assert all((sim / "summary.csv").is_file() and not (sim / "figures").exists() for sim in sims)
+    shown = [f for s in results["sections"] if s["part"] == "gaussian" for f in s["figures"]]
+    assert sorted(Path(f).name for f in shown) == [
+        "gaussian_collapse.png",
+        "gaussian_lambda_w2.png",
+        "gaussian_policies.png",
+    ]
+
+
 def test_share_t0_hands_a_finished_stage_to_a_run_not_started(tmp_path):
     source, target, started = tmp_path / "base", tmp_path / "lam", tmp_path / "started"
     for i, parts in enumerate(share.T0_FILES):
