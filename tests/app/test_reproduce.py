@@ -120,7 +120,7 @@ def test_deep_runs_share_the_feature_network_and_draw_no_figures(report):
 def test_no_gaussian_simulation_draws_its_own_figures(report):
     """The Gaussian part's figures are the report's three; its 7 simulations draw none."""
     results, out = report
-    sims = sorted((out / "parts" / "gaussian").iterdir())
+    sims = sorted(p for p in (out / "parts" / "gaussian").iterdir() if p.is_dir())
     assert len(sims) == len(gaussian.plan(sizes.TINY.gaussian, 0))
     assert all((sim / "summary.csv").is_file() and not (sim / "figures").exists() for sim in sims)
     shown = [f for s in results["sections"] if s["part"] == "gaussian" for f in s["figures"]]

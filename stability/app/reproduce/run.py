@@ -38,9 +38,9 @@ PART_FUNCS: dict[str, Callable] = {
     "2d": part_2d,
     "deep": part_deep,
 }
-#: Rough share of the run time per part at --quick (CPU seconds measured: theory 20, Gaussian
-#: 15, 2D 45, deep 200), for the progress bar's estimate.
-WEIGHTS = {"theory": 1.0, "gaussian": 1.0, "2d": 2.0, "deep": 8.0}
+#: Rough share of the run time per part at --quick (CPU seconds measured under load: theory
+#: 37, Gaussian 6, 2D about 45, deep about 240), for the progress bar's estimate.
+WEIGHTS = {"theory": 1.0, "gaussian": 0.2, "2d": 1.2, "deep": 6.5}
 #: The extra a part needs (an importable module); without it the part is skipped and listed.
 NEEDS = {"2d": "torchcfm", "deep": "torch"}
 #: The parts that train networks, run with one torch and numba thread (see `threads`).
