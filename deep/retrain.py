@@ -425,11 +425,14 @@ def run_deep(
     progress: bool = False,
     hooks: dict[str, Callable] | None = None,
     status: bool = False,
+    figures: bool = True,
 ) -> dict:
     """Run or resume the retraining loop in folder `out`; returns a description of the results.
 
     progress : progress bars and a metrics line per iteration (for a terminal)
     status : status lines on stderr and in DIR/log.txt (deep.status; for a log file)
+    figures : draw DIR/figures/*.png (a caller that draws its own figure from many runs, as
+        `stability reproduce` does, saves their CPU time: about 3 s per run)
     """
     data, n, policy, net = _validate(cfg)
     folder = _open_folder(cfg, out, net)
@@ -482,7 +485,7 @@ def run_deep(
             )
             rows.extend(summary_rows(cfg.policy, policy.lam, name, vals))
         write_summary(folder.file("summary.csv"), rows)
-        result["figures"] = run_figures(folder, metrics, model.generated, cfg)
+        result["figures"] = run_figures(folder, metrics, model.generated, cfg) if figures else []
     dist.barrier()
     return result
 

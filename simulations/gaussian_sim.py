@@ -440,7 +440,9 @@ def _executor(workers: int, cfg: GaussianSimConfig):
     return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(cfg,))
 
 
-def _simulate(cfg: GaussianSimConfig, folder: RunFolder, pool, bar) -> list[dict]:
+def _simulate(
+    cfg: GaussianSimConfig, folder: RunFolder, pool, bar, draw_figures: bool = True
+) -> list[dict]:
     """Run the missing blocks, summarise each lambda as soon as its blocks are saved, and draw
     each metric's figure here as soon as its summaries are in (while the workers summarise the
     other metrics: one matplotlib in this process instead of one per worker)."""
@@ -492,7 +494,7 @@ def _simulate(cfg: GaussianSimConfig, folder: RunFolder, pool, bar) -> list[dict
             result = future.result()
             if kind == "summary":
                 summaries[li, what] = result
-                if all((lj, what) in summaries for lj in range(len(cfg.lams))):
+                if draw_figures and all((lj, what) in summaries for lj in range(len(cfg.lams))):
                     draw(what)
                 continue
             if bar is not None:
@@ -509,6 +511,7 @@ def run_gaussian_simulation(
     workers: int | None = None,
     progress: bool = False,
     keep_blocks: bool = False,
+    figures: bool = True,
 ) -> dict:
     """Run (or resume) a simulation in folder `out`; returns a dict describing the results.
 
@@ -528,6 +531,10 @@ def run_gaussian_simulation(
         Show a progress bar (blocks) on stderr.
     keep_blocks : bool
         Keep the per-run metrics in DIR/blocks/ after the summary is written.
+    figures : bool
+        Draw DIR/figures/*.png (one per metric); a caller that draws its own from the summary
+        (`stability reproduce`: 7 runs, 42 figures, nearly all of its Gaussian part's time at
+        the tiny size) passes False and gets no paths.
     """
     cfg, source, _ = config.resolve()
     folder = RunFolder(out, "simulate gaussian", cfg.options())
@@ -542,7 +549,8 @@ def run_gaussian_simulation(
         summary_path = folder.file("summary.csv")
         if summary_path.exists():
             rows = read_summary(summary_path)
-            return describe(cfg, folder, rows, write_figures(cfg, rows, folder.file("figures")))
+            drawn = write_figures(cfg, rows, folder.file("figures")) if figures else []
+            return describe(cfg, folder, rows, drawn)
         folder.write_config(
             extra={"data_moments": {"mean": source.mean.tolist(), "cov": source.cov.tolist()}}
         )
@@ -553,7 +561,7 @@ def run_gaussian_simulation(
             bar = tqdm(total=len(cfg.lams) * cfg.blocks, desc="gaussian", unit="block")
         pool = _executor(workers, cfg)
         try:
-            write_summary(summary_path, _simulate(cfg, folder, pool, bar))
+            write_summary(summary_path, _simulate(cfg, folder, pool, bar, figures))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
@@ -561,8 +569,9 @@ def run_gaussian_simulation(
         if not keep_blocks:
             remove_blocks(folder, len(cfg.lams), cfg.blocks)
         rows = read_summary(summary_path)
-        figures = write_figures(cfg, rows, folder.file("figures"))  # drawn already: paths
-    return describe(cfg, folder, rows, figures)
+        # drawn already: their paths
+        drawn = write_figures(cfg, rows, folder.file("figures")) if figures else []
+    return describe(cfg, folder, rows, drawn)
 
 
 def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path) -> list[str]:

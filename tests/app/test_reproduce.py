@@ -13,7 +13,8 @@ from scipy import stats
 
 import stability.app.reproduce.run as driver
 from stability.app import reproduce as rp
-from stability.app.reproduce import deep, gaussian, sizes, theory, twod
+from stability.app.reproduce import deep, gaussian, share, sizes, theory, twod
+from stability.app.reproduce.threads import one_thread
 from stability.errors import UsageError
 from stability.runs.runfolder import read_summary
 
@@ -71,6 +72,93 @@ def test_every_lambda_of_the_deep_part_starts_from_one_model(report):
             assert other["1"]["fid"] != first["1"]["fid"]  # then the data policies differ
     # The seeds are independent replicates: their t = 0 networks differ.
     assert runs[seeds[0], 0.0]["0"]["fid"] != runs[seeds[1], 0.0]["0"]["fid"]
+
+
+def test_a_lambda_handed_its_seeds_t0_stage_ends_as_if_it_computed_it(report, tmp_path):
+    """Sharing the t = 0 stage is exact: a lambda of the part, rerun alone in a fresh folder
+    with the same options (its t = 0 computed from the baseline's checkpoint by itself, its own
+    feature network), records the same metrics at every iteration."""
+    results, out = report
+    if "deep" not in results["meta"]["parts"]:
+        pytest.skip("the deep part needs the torch extra")
+    from deep.retrain import quick_config, run_deep
+
+    run = next(r for r in deep.plan(sizes.TINY.deep, 0, out / "parts" / "deep") if r.lam == 1.0)
+    with one_thread():  # as the part ran: bitwise the same arithmetic
+        alone = run_deep(quick_config(**run.options), tmp_path / "alone", figures=False)
+    shared = json.loads((run.folder / "metrics.json").read_text())
+    baseline = json.loads((run.folder.parent / "lam_0" / "metrics.json").read_text())
+    assert (
+        set(shared)
+        == set(alone["metrics"])
+        == {str(t) for t in range(sizes.TINY.deep.iterations + 1)}
+    )
+    for t, row in alone["metrics"].items():
+        for name, value in row.items():
+            if (t, name) != ("0", "loss"):
+                assert shared[t][name] == value, (t, name)
+    # Alone it records no loss at t = 0 (it did not train); handed the stage, the baseline's
+    # loss of the fit that made its t = 0 network.
+    assert math.isnan(alone["metrics"]["0"]["loss"])
+    assert shared["0"]["loss"] == baseline["0"]["loss"] and math.isfinite(shared["0"]["loss"])
+    assert shared["1"]["fid"] != baseline["1"]["fid"]  # then lambda's own data
+
+
+def test_deep_runs_share_the_feature_network_and_draw_no_figures(report):
+    results, out = report
+    if "deep" not in results["meta"]["parts"]:
+        pytest.skip("the deep part needs the torch extra")
+    folders = sorted((out / "parts" / "deep").glob("seed*/lam_*"))
+    assert len(folders) == sizes.TINY.deep.seeds * len(deep.LAMBDAS)
+    first = {f.name: f.read_bytes() for f in (folders[0] / "features").iterdir()}
+    assert {p.suffix for p in map(Path, first)} == {".pt", ".npz"}
+    for folder in folders:
+        assert {f.name: f.read_bytes() for f in (folder / "features").iterdir()} == first
+        assert not (folder / "figures").exists()
+
+
+def test_no_gaussian_simulation_draws_its_own_figures(report):
+    """The Gaussian part's figures are the report's three; its 7 simulations draw none."""
+    results, out = report
+    sims = sorted(p for p in (out / "parts" / "gaussian").iterdir() if p.is_dir())
+    assert len(sims) == len(gaussian.plan(sizes.TINY.gaussian, 0))
+    assert all((sim / "summary.csv").is_file() and not (sim / "figures").exists() for sim in sims)
+    shown = [f for s in results["sections"] if s["part"] == "gaussian" for f in s["figures"]]
+    assert sorted(Path(f).name for f in shown) == [
+        "gaussian_collapse.png",
+        "gaussian_lambda_w2.png",
+        "gaussian_policies.png",
+    ]
+
+
+def test_share_t0_hands_a_finished_stage_to_a_run_not_started(tmp_path):
+    source, target, started = tmp_path / "base", tmp_path / "lam", tmp_path / "started"
+    for i, parts in enumerate(share.T0_FILES):
+        (source / Path(*parts)).parent.mkdir(parents=True, exist_ok=True)
+        (source / Path(*parts)).write_bytes(bytes([i]) * 10)
+    assert not share.share_t0(source, target)  # no metrics yet: t = 0 is not finished
+    rows = {"0": {"fid": 12.5, "loss": 0.25}, "1": {"fid": 30.0, "loss": 0.2}}
+    (source / "metrics.json").write_text(json.dumps(rows))
+    started.mkdir()
+    (started / "config.json").write_text("{}")
+    assert not share.share_t0(source, started)
+    assert sorted(p.name for p in started.iterdir()) == ["config.json"]
+    assert share.share_t0(source, target)
+    for parts in share.T0_FILES:
+        assert (target / Path(*parts)).read_bytes() == (source / Path(*parts)).read_bytes()
+    assert json.loads((target / "metrics.json").read_text()) == {"0": rows["0"]}
+
+
+def test_one_thread_inside_the_block_and_restored_after():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_deep_numbers_are_the_runs_statistics(report):
@@ -136,8 +224,9 @@ def test_per_part_times(report):
     times = meta["part_seconds"]
     assert list(times) == results["meta"]["parts"]
     for part, t in times.items():
-        assert set(t) == {"engine", "total", "resumed"}, part
+        assert set(t) == {"engine", "total", "cpu", "resumed"}, part
         assert 0 < t["engine"] <= t["total"], part
+        assert t["cpu"] > 0, part
         assert t["resumed"] is False
     engine = sum(t["engine"] for t in times.values())
     assert meta["engine_seconds"] == pytest.approx(engine, rel=1e-12)

@@ -17,7 +17,9 @@ Sizes: ``tiny`` (a smoke run for the test suite), ``quick`` (the default, a few 
 cores) and ``full`` (the paper's sizes where a CPU allows), defined in `sizes`.
 
 Modules: `sizes` (the sizes as frozen dataclasses), `section` (what a part returns), one module
-per part (`theory`, `gaussian`, `twod`, `deep`), `report` (markdown and html), `run` (the driver).
+per part (`theory`, `gaussian`, `twod`, `deep`), `share` (the deep runs' shared t = 0 stage and
+feature network), `threads` (one compute thread for the parts that train networks), `report`
+(markdown and html), `run` (the driver).
 """
 
 from stability.app.reproduce.run import PARTS, reproduce

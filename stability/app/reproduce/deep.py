@@ -8,6 +8,13 @@ lambda starts from the same t = 0 network (lambda = 0's fit on the real data, as
 every lambda fine-tunes the same pretrained model) and generates from the same seeds, so at
 t = 0 their metrics are equal and afterwards only the data policy differs.
 
+Work shared rather than repeated (`share_t0`, `share_features`): the t = 0 stage of a seed (the
+fitted network, its generated images, their metrics) is computed once, by the baseline, and
+handed to the seed's other lambdas through the run folders' resume files, so each of them starts
+at t = 1 with exactly the state it would have computed; the digits feature network and the real
+images' features (one per part: they depend on the real images only) are trained once and
+handed to every later run the same way. No run draws its own figures: the part draws one.
+
 The verdict compares each lambda with the lambda = 0 baseline at the last iteration T, Monte-Carlo
 style: per seed the difference FID(lambda) - FID(0) at T (paired: both runs share the seed's
 t = 0 network and generation seeds, so the noise of FID on a few hundred images, which moves
@@ -25,6 +32,7 @@ import numpy as np
 from scipy import stats
 
 from stability.app.reproduce.section import EngineClock, Section, pyplot, save
+from stability.app.reproduce.share import share_features, share_t0
 from stability.app.reproduce.sizes import DeepSize, ReproduceSize
 from stability.runs.runfolder import summary_rows, write_summary
 
@@ -108,11 +116,15 @@ def part_deep(out: Path, size: ReproduceSize, seed: int, clock: EngineClock) -> 
     """Run (or resume) every (seed, lambda) run and return the section "deep-digits"."""
     folder = out / "parts" / "deep"
     metrics = {}
-    for run in plan(size.deep, seed, folder):
+    runs = plan(size.deep, seed, folder)
+    for run in runs:
+        share_features(runs[0].folder, run.folder)
+        if run.lam != BASELINE:
+            share_t0(run_folder(folder, run.seed, BASELINE), run.folder)
         with clock.running():
             from deep.retrain import quick_config, run_deep
 
-            result = run_deep(quick_config(**run.options), run.folder)
+            result = run_deep(quick_config(**run.options), run.folder, figures=False)
         metrics[run.seed, run.lam] = result["metrics"]
     seeds = run_seeds(size.deep, seed)
     values = metric_arrays(metrics, seeds, size.deep.iterations)

@@ -54,12 +54,17 @@ def part_gaussian(out: Path, size: ReproduceSize, seed: int, clock: EngineClock)
     """Run the part's simulations (resuming finished ones) and return its three sections."""
     size = size.gaussian
     results = {}
-    for key, cfg in plan(size, seed).items():
+    todo = plan(size, seed)
+    for key, cfg in todo.items():
         with clock.running():
-            results[key] = run_gaussian_simulation(cfg, out / "parts" / "gaussian" / key)
+            results[key] = run_gaussian_simulation(
+                cfg, out / "parts" / "gaussian" / key, figures=False
+            )
     return [
         collapse_section(out, size, results),
-        lambda_section(size, results["lambda_sweep"]),
+        lambda_section(
+            size, results["lambda_sweep"], sweep_figure(out, todo["lambda_sweep"], results)
+        ),
         policies_section(out, results),
     ]
 
@@ -112,7 +117,18 @@ def collapse_section(out: Path, size: GaussianSize, results: dict) -> Section:
     )
 
 
-def lambda_section(size: GaussianSize, result: dict) -> Section:
+def sweep_figure(out: Path, cfg: GaussianSimConfig, results: dict) -> str:
+    """W2 against t for every lambda of the sweep `cfg` (the simulator's figure of that metric,
+    drawn here: the part asks its simulations for no figures of their own)."""
+    from simulations.gaussian_figures import draw_figure
+
+    rows = [r for r in read_summary(results["lambda_sweep"]["summary"]) if r["metric"] == "w2"]
+    path = out / "figures" / "gaussian_lambda_w2.png"
+    draw_figure(cfg.resolve()[0], rows, "w2", path)
+    return str(path)
+
+
+def lambda_section(size: GaussianSize, result: dict, figure: str) -> Section:
     """The section "gaussian-lambda": W2 at T for every lambda; holds when every finite lambda
     stays within 3x lambda = 0's W2 and lambda = inf exceeds it."""
     T = size.iterations
@@ -150,7 +166,7 @@ def lambda_section(size: GaussianSize, result: dict) -> Section:
             f"{lam:g}": {"w2": final[lam]["mean"], "theta_err_median": med_theta[lam]}
             for lam in SWEEP_LAMBDAS
         },
-        figures=[next(f for f in result["figures"] if f.endswith("w2.png"))],
+        figures=[figure],
         table=table,
     )
 

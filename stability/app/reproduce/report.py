@@ -14,12 +14,14 @@ TITLE = "Reproducing Bertrand et al. (ICLR 2024) on this machine"
 
 
 def timing_line(meta: dict) -> str:
-    """One sentence on where the time went: per part, engine seconds of total seconds."""
+    """One sentence on where the time went: per part, engine seconds of total seconds (and the
+    CPU seconds, when recorded)."""
     parts = meta.get("part_seconds", {})
     if not parts:
         return ""
     each = ", ".join(
         f"{part} {t['engine']:.0f} of {t['total']:.0f} s"
+        + (f" ({t['cpu']:.0f} s CPU)" if t.get("cpu") is not None else "")
         + (" (earlier run)" if t["resumed"] else "")
         for part, t in parts.items()
     )

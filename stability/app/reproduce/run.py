@@ -10,6 +10,7 @@ would hold a different run).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,21 +24,27 @@ from stability.app.reproduce.report import html_page, markdown
 from stability.app.reproduce.section import EngineClock, Section
 from stability.app.reproduce.sizes import SIZES, size_named
 from stability.app.reproduce.theory import part_theory
+from stability.app.reproduce.threads import one_thread
 from stability.app.reproduce.twod import part_2d
 from stability.errors import UsageError
 from stability.runs.runfolder import atomic_write_text
 
+#: The parts of the report, in the order they run and appear.
 PARTS = ("theory", "gaussian", "2d", "deep")
+#: Per part, its function ``(out, sizes, seed, clock) -> list[Section]``.
 PART_FUNCS: dict[str, Callable] = {
     "theory": part_theory,
     "gaussian": part_gaussian,
     "2d": part_2d,
     "deep": part_deep,
 }
-# Rough share of the run time per part, for the progress bar's estimate.
-WEIGHTS = {"theory": 1.0, "gaussian": 1.0, "2d": 4.0, "deep": 8.0}
-# The extra a part needs (an importable module); without it the part is skipped and listed.
+#: Rough share of the run time per part at --quick (CPU seconds measured under load: theory
+#: 37, Gaussian 6, 2D about 45, deep about 240), for the progress bar's estimate.
+WEIGHTS = {"theory": 1.0, "gaussian": 0.2, "2d": 1.2, "deep": 6.5}
+#: The extra a part needs (an importable module); without it the part is skipped and listed.
 NEEDS = {"2d": "torchcfm", "deep": "torch"}
+#: The parts that train networks, run with one torch and numba thread (see `threads`).
+ONE_THREAD = ("2d", "deep")
 
 
 def reproduce(
@@ -79,18 +86,7 @@ def reproduce(
     check_same_run(out, size, seed)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "parts" / "size.json", json.dumps(size_record(size, seed), indent=1))
-    bar = progress_bar(only) if progress else None
-    sections: list[Section] = []
-    part_seconds = {}
-    for part in only:
-        if bar:
-            bar.set_postfix_str(part)
-        new, part_seconds[part] = run_part(part, out, sizes, seed)
-        sections += new
-        if bar:
-            bar.update(WEIGHTS[part])
-    if bar:
-        bar.close()
+    sections, part_seconds = run_parts(only, out, sizes, seed, progress)
     meta = dict(
         size=size,
         seed=seed,
@@ -101,6 +97,25 @@ def reproduce(
         **timing(part_seconds, time.perf_counter() - start),
     )
     return write_report(out, sections, meta)
+
+
+def run_parts(
+    parts: list[str], out: Path, sizes, seed: int, progress: bool
+) -> tuple[list[Section], dict]:
+    """Run (or resume) `parts` in order: their sections and, per part, `run_part`'s times."""
+    bar = progress_bar(parts) if progress else None
+    sections: list[Section] = []
+    part_seconds = {}
+    for part in parts:
+        if bar:
+            bar.set_postfix_str(part)
+        new, part_seconds[part] = run_part(part, out, sizes, seed)
+        sections += new
+        if bar:
+            bar.update(WEIGHTS[part])
+    if bar:
+        bar.close()
+    return sections, part_seconds
 
 
 def write_report(out: Path, sections: list[Section], meta: dict) -> dict:
@@ -124,21 +139,47 @@ def select_parts(only: list[str] | None) -> list[str]:
 
 
 def run_part(part: str, out: Path, sizes, seed: int) -> tuple[list[Section], dict]:
-    """One part's sections and times ({"engine", "total", "resumed"}, seconds): loaded from
-    its folder when a previous run finished it, computed (and written) otherwise."""
+    """One part's sections and times: loaded from its folder when a previous run finished it,
+    computed (and written) otherwise.
+
+    Returns
+    -------
+    sections : list of Section
+    seconds : dict
+        ``engine`` (wall seconds inside engine calls), ``total`` (wall seconds of the part),
+        ``cpu`` (CPU seconds of this process and of the worker processes it waited for, during
+        the part) and ``resumed`` (loaded from an earlier run: its recorded times, None where
+        that run did not record them).
+    """
     folder = out / "parts" / part
     cache, clock_file = folder / "sections.json", folder / "seconds.json"
     if cache.exists():
         sections = [Section(**d) for d in json.loads(cache.read_text())]
         seconds = json.loads(clock_file.read_text()) if clock_file.exists() else {}
-        return sections, {"engine": None, "total": None, **seconds, "resumed": True}
+        return sections, {"engine": None, "total": None, "cpu": None, **seconds, "resumed": True}
     clock = EngineClock()
-    start = time.perf_counter()
-    sections = PART_FUNCS[part](out, sizes, seed, clock)
-    seconds = {"engine": clock.seconds, "total": time.perf_counter() - start}
+    start, cpu = time.perf_counter(), cpu_seconds()
+    with one_thread() if part in ONE_THREAD else contextlib.nullcontext():
+        sections = PART_FUNCS[part](out, sizes, seed, clock)
+    seconds = {
+        "engine": clock.seconds,
+        "total": time.perf_counter() - start,
+        "cpu": cpu_seconds() - cpu,
+    }
     atomic_write_text(clock_file, json.dumps(seconds))
     atomic_write_text(cache, json.dumps([s.to_json() for s in sections], indent=1))
     return sections, {**seconds, "resumed": False}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children waited for so far."""
+    import resource
+
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def timing(part_seconds: dict, wall: float) -> dict:
