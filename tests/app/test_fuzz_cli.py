@@ -464,9 +464,7 @@ def test_fuzz_sweep(data, files, arena, capsys):
 @budget(0.4)
 @given(data=st.data())
 def test_fuzz_collect(data, files, arena, capsys):
-    # junk_summary (a summary.csv with other columns) is left out: collect fails on it with
-    # exit 1 and a table written (test_collect_refuses_a_summary_with_other_columns, xfail).
-    names = ["junk_config", "empty_run", "finished_run", "empty_dir"]
+    names = ["junk_config", "junk_summary", "empty_run", "finished_run", "empty_dir"]
     dirs = data.draw(
         st.lists(
             st.sampled_from([str(files[n]) for n in names] + [str(files["missing.npy"]), ""]),
@@ -544,11 +542,10 @@ def test_fuzz_deep(data, files, arena, capsys):
     assert code == 2, argv
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this fuzzer: stability.runs.collect reads a summary.csv with other columns "
-    "and fails with ValueError (exit 1) after writing the table; it should refuse it (exit 2)",
-)
 def test_collect_refuses_a_summary_with_other_columns(files, arena, capsys):
+    # Found by this fuzzer: the table was written, then the figures failed (exit 1).
     out = arena / "junk_summary_table.csv"
-    run_vector("collect", ["collect", str(files["junk_summary"]), "--out", str(out)], arena, capsys)
+    argv = ["collect", str(files["finished_run"]), str(files["junk_summary"]), "--out", str(out)]
+    code, lines = run_vector("collect", argv, arena, capsys)
+    assert code == 2 and "junk_summary" in lines[0] and "lacks the column" in lines[0]
+    assert not out.exists()
