@@ -18,9 +18,6 @@ pools (at most 10 runs, 3 iterations, 12 points), and commands whose valid runs 
 invalid value.
 Counts and the peak memory are printed at the end of the module (``-s``), and written as JSON
 to $FUZZ_REPORT when that is set.
-
-Left out on purpose, for the task that owns it (issue 17): sweep axes of 1e8 seeds (the
-sweep's cell list is not yet bounded: 4.6 GB during --dry-run).
 """
 
 from __future__ import annotations
@@ -130,6 +127,9 @@ def files(tmp_path_factory):
         "good.toml": 'command = "simulate gaussian"\n[options]\nruns = 5\niterations = 2\n'
         "[axes]\nlam = [0, inf]\nseeds = 2\n",
         "huge_range.toml": 'command = "simulate gaussian"\n[axes]\nn = {start = 2, stop = 1e12}\n',
+        "huge_seeds.toml": 'command = "simulate gaussian"\nseeds = 100000000\n',
+        "huge_grid.toml": 'command = "simulate gaussian"\n[axes]\n'
+        + "".join(f"{k} = {{start = 2, stop = 102}}\n" for k in ("n", "dim", "runs", "iterations")),
     }
     for name, text in specs.items():
         (d / name).write_text(text)
