@@ -427,10 +427,14 @@ def test_fuzz_map(data, files, arena, capsys):
         "--json": None,
     }
     argv = data.draw(options(pairs))
-    # --eps-steps is drawn above but not forced: a template --eps-family ignores it.
+    # One refused value: a bad --lam-range, or a bad --eps-steps (refused whatever the
+    # --eps-family, a template's included).
     bad = data.draw(
         st.sampled_from(
             [
+                ["--eps-steps", "0"],
+                ["--eps-steps", "1000000000"],
+                ["--lam-range", "0.1", "1", "1000000000"],
                 ["--lam-range", "-1", "1"],
                 ["--lam-range", "nan", "1"],
                 ["--lam-range", "1", "0.1"],
