@@ -26,6 +26,8 @@ before anything runs. A multi-valued option (`simulate gaussian --lam`) takes a 
 [options]; on an axis, each value can be a list. Ranges are `{start, stop, step}` (half-open, as
 Python's range, floats allowed) or `{start, stop, num}` (inclusive, `log = true` for geometric).
 Top-level keys (command, out, exclude, seeds) come before the first [table] (TOML rule).
+A grid has at most `MAX_CELLS` cells (the product of the axes' sizes, counted from the spec
+before any axis is expanded: ``seeds = 100000000`` is refused in one line, not built).
 """
 
 from __future__ import annotations
