@@ -195,3 +195,13 @@ def test_a_dry_run_of_a_huge_sweep_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "200,000,000 cells" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.toml"]
+
+
+def test_only_the_seeds_axis_takes_a_count():
+    # An integer on another axis is not a count of values: its own check names the mistake.
+    with pytest.raises(ValueError, match="give a list of values or a range"):
+        parse_spec({"command": "simulate gaussian", "axes": {"n": 100_000_000}})
+    assert spec_module.axis_sizes({"axes": {"seeds": 7, "n": 9}, "seeds": 3}) == {
+        "seeds": 3,
+        "n": 1,
+    }

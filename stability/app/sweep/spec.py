@@ -206,16 +206,17 @@ def parse_spec(data: dict, source: str = "") -> SweepSpec:
     )
 
 
-def _claimed_size(value) -> int:
+def _claimed_size(value, seeds: bool = False) -> int:
     """The number of values an axis's spec claims, computed without building them.
 
-    A count of seeds, a list's length, a range's num or its number of steps; 1 for anything
-    malformed (its own check refuses it later with a better message).
+    A count of seeds (`seeds`: the axis is ``seeds``), a list's length, a range's num or its
+    number of steps; 1 for anything malformed (its own check refuses it later with a better
+    message).
     """
     if isinstance(value, bool):
         return 1
     if isinstance(value, int):
-        return max(value, 1)
+        return max(value, 1) if seeds else 1
     if isinstance(value, list):
         return max(len(value), 1)
     if not isinstance(value, dict):
@@ -247,9 +248,11 @@ def axis_sizes(data: dict) -> dict[str, int]:
         Axis name (as written) -> its number of values (>= 1), in spec order.
     """
     axes = data.get("axes", {})
-    sizes = {str(k): _claimed_size(v) for k, v in axes.items()} if isinstance(axes, dict) else {}
+    sizes = {}
+    for k, v in axes.items() if isinstance(axes, dict) else ():
+        sizes[str(k)] = _claimed_size(v, seeds=k == "seeds")
     if "seeds" in data:
-        sizes["seeds"] = _claimed_size(data["seeds"])
+        sizes["seeds"] = _claimed_size(data["seeds"], seeds=True)
     return sizes
 
 
