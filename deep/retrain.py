@@ -38,7 +38,7 @@ from deep.edm import LATENTS
 from deep.figures import compare_runs, run_figures  # noqa: F401 (compare_runs: the CLI's)
 from deep.methods import METHODS, SPACINGS, OTCFMNet, make_method, net_from_dict
 from deep.status import STATUS_KIMG, STATUS_SEC, StatusLog, format_duration
-from deep.train import FORMAT, Trainer, TrainOptions, load_weights
+from deep.train import FORMAT, Trainer, TrainOptions, held_by_main, load_weights
 from deep.unet import UNetConfig
 from stability.errors import UsageError, check_lam, check_n
 from stability.loop import Policy, retrain, synthetic_count
@@ -429,16 +429,28 @@ def run_deep(
 ) -> dict:
     """Run or resume the retraining loop in folder `out`; returns a description of the results.
 
+    The folder is locked for the whole run (rank 0 holds the lock under torchrun): a second
+    command on the same folder stops with a UsageError naming this process, before writing.
+
     progress : progress bars and a metrics line per iteration (for a terminal)
     status : status lines on stderr and in DIR/log.txt (deep.status; for a log file)
     figures : draw DIR/figures/*.png (a caller that draws its own figure from many runs, as
         `stability reproduce` does, saves their CPU time: about 3 s per run)
     """
     data, n, policy, net = _validate(cfg)
-    folder = _open_folder(cfg, out, net)
+    folder = RunFolder(out, f"deep retrain ({cfg.model})", cfg.options())
+    folder.check_writable()
+    dist.init(cfg.device)
+    with held_by_main(folder.locked):
+        _write_config(cfg, folder, net)
+        return _run_locked(cfg, folder, (data, n, policy, net), progress, hooks, status)
+
+
+def _run_locked(cfg: DeepConfig, folder: RunFolder, checked, progress, hooks, status) -> dict:
+    """The loop of `run_deep` in its locked folder; `checked` is what `_validate` returned."""
+    data, n, policy, net = checked
     real = ImageSet(data.images[:n])
-    n_gen = cfg.n_gen or max(n, synthetic_count(policy.lam, n))
-    n_gen = max(n_gen, synthetic_count(policy.lam, n))
+    n_gen = max(cfg.n_gen or n, synthetic_count(policy.lam, n))
     trainer = Trainer(net, cfg.train_options(), cfg.seed, cfg.method())
     log = None
     if status and dist.is_main():
@@ -446,40 +458,21 @@ def run_deep(
             sys.stderr, folder.file("log.txt"), cfg.status_kimg, cfg.status_sec, trainer.device
         )
     model = _Phased(cfg, trainer, folder, n_gen, progress, log)
-    hooks = {**default_hooks(), **(hooks or {})}
-    metrics_path = folder.file("metrics.json")
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    scorer = _ImageScorer(cfg, data, real, folder)
-    drift = _ParameterDrift(cfg, net, folder)
-
-    def record(t, wrapped, train_data):
-        key = str(t)
-        if key not in metrics:
-            gen = model.generated(t)
-            row = {"loss": model.losses.get(t, float("nan")), "train_images": train_data.size}
-            row.update(drift(trainer))
-            row.update(scorer(gen))
-            for name, fn in hooks.items():
-                row[name] = float(fn(gen, real.x))
-            metrics[key] = row
-            if dist.is_main():
-                atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
-        line = f"t = {t}: " + ", ".join(f"{k} = {v:.4g}" for k, v in metrics[key].items())
-        if progress and dist.is_main():
-            print(line, flush=True)
-        if log is not None:
-            log.write(f"[metrics] {line}")
+    scores = _Scores(folder, model, real, progress, log)
+    scores.drift = _ParameterDrift(cfg, net, folder)
+    scores.scorer = _ImageScorer(cfg, data, real, folder)
+    scores.hooks = {**default_hooks(), **(hooks or {})}
 
     def fresh(m, rng):
         return ImageSet(data.images[np.sort(rng.choice(len(data.images), size=m, replace=False))])
 
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(11,)))
-    retrain(model, real, policy, cfg.iterations, rng, on_iteration=record, fresh_source=fresh)
+    retrain(model, real, policy, cfg.iterations, rng, on_iteration=scores, fresh_source=fresh)
+    metrics = scores.metrics
     result = {"out": str(folder.path), "iterations": cfg.iterations, "metrics": metrics}
     if dist.is_main():
         rows = []
-        names = sorted({k for row in metrics.values() for k in row})
-        for name in names:
+        for name in sorted({k for row in metrics.values() for k in row}):
             vals = np.array(
                 [[metrics[str(t)].get(name, np.nan) for t in range(cfg.iterations + 1)]]
             )
@@ -490,17 +483,44 @@ def run_deep(
     return result
 
 
-def _open_folder(cfg: DeepConfig, out, net) -> RunFolder:
-    """The run folder, checked and with its config.json written (main process), before the run."""
-    folder = RunFolder(out, f"deep retrain ({cfg.model})", cfg.options())
-    folder.check_writable()
-    dist.init(cfg.device)
+class _Scores:
+    """The metrics of every iteration (the loop's ``on_iteration``), kept in DIR/metrics.json:
+    loss, the parameter drift (``drift``), the image scores (``scorer``) and the ``hooks``
+    ``name(generated, real) -> float``."""
+
+    def __init__(self, folder: RunFolder, model: _Phased, real: ImageSet, progress, log):
+        self.model, self.real, self.progress, self.log = model, real, progress, log
+        self.path = folder.file("metrics.json")
+        self.metrics = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.drift: Callable | None = None
+        self.scorer: Callable | None = None
+        self.hooks: dict[str, Callable] = {}
+
+    def __call__(self, t, wrapped, train_data) -> None:
+        key, model = str(t), self.model
+        if key not in self.metrics:
+            gen = model.generated(t)
+            row = {"loss": model.losses.get(t, float("nan")), "train_images": train_data.size}
+            row.update(self.drift(model.trainer))
+            row.update(self.scorer(gen))
+            for name, fn in self.hooks.items():
+                row[name] = float(fn(gen, self.real.x))
+            self.metrics[key] = row
+            if dist.is_main():
+                atomic_write_text(self.path, json.dumps(self.metrics, indent=1))
+        line = f"t = {t}: " + ", ".join(f"{k} = {v:.4g}" for k, v in self.metrics[key].items())
+        if self.progress and dist.is_main():
+            print(line, flush=True)
+        if self.log is not None:
+            self.log.write(f"[metrics] {line}")
+
+
+def _write_config(cfg: DeepConfig, folder: RunFolder, net) -> None:
+    """config.json of the locked run folder (main process), before the run."""
     if dist.is_main():
-        folder.path.mkdir(parents=True, exist_ok=True)
         network = {k: list(v) if isinstance(v, tuple) else v for k, v in net.__dict__.items()}
         folder.write_config(extra={"network": network})
     dist.barrier()
-    return folder
 
 
 def resolve_features(cfg: DeepConfig) -> str:

@@ -21,10 +21,13 @@ uninterrupted fit (on a GPU, up to its nondeterministic kernels).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from deep import dist
 from deep.edm import SamplerConfig, to_uint8
 from deep.methods import EDMMethod, Method, net_to_dict
 from deep.status import StatusLog
-from stability.errors import UsageError
+from stability.errors import RunError, UsageError
 
 RAMPUPS = ("restart", "continue", "none")
 FORMAT = "retrain-stability/deep-v1"
@@ -480,3 +483,45 @@ def _load_failure(exc: Exception) -> str:
     if not lines:
         return f"corrupt or truncated ({type(exc).__name__})"
     return f"corrupt or truncated ({type(exc).__name__}: {lines[0]})"
+
+
+@contextlib.contextmanager
+def held_by_main(acquire: Callable[[], AbstractContextManager]) -> Iterator[None]:
+    """Hold a lock (``acquire()``: a run folder's or an output's) on rank 0 only, for a block
+    that every rank runs; every rank learns whether rank 0 got it.
+
+    Under torchrun only rank 0 writes files, so only it locks the output. Its outcome is
+    broadcast before anything else happens, so that a refused lock makes every rank stop with
+    the same error instead of leaving ranks 1.. waiting at the next collective. Without a
+    process group this is ``with acquire():``.
+
+    Parameters
+    ----------
+    acquire : callable
+        Returns the lock's context manager (e.g. ``folder.locked``).
+
+    Raises
+    ------
+    UsageError
+        On every rank when rank 0 could not take the lock (another process holds it: the
+        message names it).
+    RunError
+        On ranks 1.. when taking the lock failed otherwise on rank 0 (rank 0 raises its own
+        exception).
+    """
+    stack = contextlib.ExitStack()
+    failure, error = None, None
+    if dist.is_main():
+        try:
+            stack.enter_context(acquire())
+        except Exception as exc:  # every rank must hear of it: the others wait for the outcome
+            error = exc
+            failure = (isinstance(exc, UsageError), str(exc).splitlines()[0] if str(exc) else "")
+    failure = dist.broadcast_object(failure)
+    if error is not None:
+        raise error
+    if failure is not None:
+        usage, message = failure
+        raise UsageError(message) if usage else RunError(f"rank 0 could not lock: {message}")
+    with stack:
+        yield

@@ -361,8 +361,8 @@ def main_train(argv) -> int:
     from deep import dist
     from deep.data import load_images
     from deep.retrain import net_config
-    from deep.status import StatusLog
-    from deep.train import Trainer
+    from deep.train import Trainer, held_by_main
+    from stability.runs.lock import lock_output
 
     args = train_parser().parse_args(argv)
     if not args.kimg > 0:
@@ -389,6 +389,17 @@ def main_train(argv) -> int:
     trainer = Trainer(net, cfg.train_options(), args.seed or 0, cfg.method())
     if args.init:
         trainer.load(args.init, resume=False)
+    with held_by_main(lambda: lock_output(args.out, "deep train")):  # OUT, OUT.snap, OUT.log
+        _train_locked(args, cfg, trainer, images)
+    dist.shutdown()
+    return 0
+
+
+def _train_locked(args, cfg, trainer, images) -> None:
+    """The fit of `deep train` and its checkpoint, once the output is locked."""
+    from deep import dist
+    from deep.status import StatusLog
+
     tty = sys.stderr.isatty()
     snapshot = f"{args.out}.snap" if cfg.snap_kimg else None
     status = None
@@ -403,8 +414,6 @@ def main_train(argv) -> int:
         trainer.save(args.out)
         trainer.drop_snapshot(snapshot)
         print(f"trained {args.kimg:g} kimg, final loss {loss:.4g}; wrote {args.out}")
-    dist.shutdown()
-    return 0
 
 
 def generate_parser():
@@ -445,7 +454,8 @@ def main_generate(argv) -> int:
     from deep import dist
     from deep.data import save_png_folder, save_zip
     from deep.methods import make_method
-    from deep.train import Trainer, TrainOptions
+    from deep.train import Trainer, TrainOptions, held_by_main
+    from stability.runs.lock import lock_output
 
     args = generate_parser().parse_args(argv)
     check_positive(args, "n", "batch", "steps")
@@ -473,10 +483,11 @@ def main_generate(argv) -> int:
     )
     trainer.load(args.ckpt)
     seeds = list(range(args.first_seed, args.first_seed + args.n))
-    images = trainer.generate(seeds, None, args.batch, progress=sys.stderr.isatty())
-    if dist.is_main():
-        (save_zip if args.out.endswith(".zip") else save_png_folder)(images, args.out)
-        print(f"wrote {len(images)} images to {args.out}")
+    with held_by_main(lambda: lock_output(args.out, "deep generate")):
+        images = trainer.generate(seeds, None, args.batch, progress=sys.stderr.isatty())
+        if dist.is_main():
+            (save_zip if args.out.endswith(".zip") else save_png_folder)(images, args.out)
+            print(f"wrote {len(images)} images to {args.out}")
     dist.shutdown()
     return 0
 

@@ -22,6 +22,12 @@ import numpy as np
 from stability.app.formatting import fmt, text_table
 from stability.errors import UsageError
 
+# A map is levels x lambdas rows; each level is an operator solve (a fit of theta* by
+# quadrature: about a second), each lambda an eigenvalue problem per level. Beyond these the
+# figure is unreadable and a typo (1000000000) would take memory and days.
+MIN_EPS_STEPS, DEFAULT_EPS_STEPS, MAX_EPS_STEPS = 2, 6, 1000
+MAX_LAMBDAS = 10000
+
 COLUMNS = (
     "level",
     "data",
@@ -66,14 +72,33 @@ def add_map(sub) -> None:
     p.add_argument(
         "--eps-values", nargs="+", help="values (numbers or words) for a template --eps-family"
     )
-    p.add_argument("--eps-steps", type=int, default=6, help="contamination weights w (default 6)")
+    p.add_argument(
+        "--eps-steps",
+        help=f"contamination weights w, {MIN_EPS_STEPS}..{MAX_EPS_STEPS} "
+        f"(default {DEFAULT_EPS_STEPS}; only with --eps-family contamination)",
+    )
     p.add_argument("--out", required=True, help="folder for map.csv, figures/map.png, config.json")
     p.add_argument("--json", action="store_true", help="print the per-level summary as JSON")
     p.set_defaults(func=cmd_map)
 
 
 def lambda_grid(values: list[str]) -> np.ndarray:
-    """Log-spaced lambdas from ``LO HI [N]`` (0 < LO < HI, N >= 2)."""
+    """Log-spaced lambdas from ``LO HI [N]``.
+
+    Parameters
+    ----------
+    values : list of str
+        ``LO HI`` or ``LO HI N``: 0 < LO < HI finite, 2 <= N <= MAX_LAMBDAS (default 61).
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+
+    Raises
+    ------
+    UsageError
+        Any other value, in one line naming --lam-range.
+    """
     if len(values) not in (2, 3):
         raise UsageError("--lam-range takes LO HI [N]")
     try:
@@ -81,23 +106,84 @@ def lambda_grid(values: list[str]) -> np.ndarray:
         n = int(values[2]) if len(values) == 3 else 61
     except ValueError:
         raise UsageError(f"--lam-range: numbers expected, got {values}") from None
-    if not (0 < lo < hi and math.isfinite(hi)) or n < 2:
-        raise UsageError(f"--lam-range needs 0 < LO < HI finite and N >= 2, got {values}")
+    if not (0 < lo < hi and math.isfinite(hi)) or not 2 <= n <= MAX_LAMBDAS:
+        raise UsageError(
+            f"--lam-range needs 0 < LO < HI finite and 2 <= N <= {MAX_LAMBDAS}, got {values}"
+        )
     return np.geomspace(lo, hi, n)
 
 
+def eps_steps(value: str | None, contamination: bool) -> int | None:
+    """The number of contamination weights from ``--eps-steps``, checked whatever the mode.
+
+    Parameters
+    ----------
+    value : str or None
+        The option as typed (None: not given).
+    contamination : bool
+        Whether the path is the contamination one (the only one that has weights).
+
+    Returns
+    -------
+    int or None
+        The count (DEFAULT_EPS_STEPS when not given) on the contamination path; None on a
+        template path.
+
+    Raises
+    ------
+    UsageError
+        A value that is not an integer in MIN_EPS_STEPS..MAX_EPS_STEPS, or any value given
+        with a template --eps-family (which has no weights: it would be silently ignored).
+    """
+    if value is None:
+        return DEFAULT_EPS_STEPS if contamination else None
+    try:
+        steps = int(value)
+    except ValueError:
+        raise UsageError(f"--eps-steps must be an integer, got {value!r}") from None
+    if not MIN_EPS_STEPS <= steps <= MAX_EPS_STEPS:
+        raise UsageError(
+            f"--eps-steps must be between {MIN_EPS_STEPS} and {MAX_EPS_STEPS}, got {value!r}"
+        )
+    if not contamination:
+        raise UsageError(
+            "--eps-steps goes with --eps-family contamination; a template takes --eps-values"
+        )
+    return steps
+
+
+def check_path_options(args) -> None:
+    """Check the path options together, whatever the mode, before anything is computed.
+
+    Sets ``args.eps_steps`` to its integer (None on a template path).
+
+    Raises
+    ------
+    UsageError
+        One line naming the option: an --eps-family that is neither 'contamination' nor a
+        template with {}, --eps-values without a template or a template without them,
+        contamination without --data, a bad --eps-steps (`eps_steps`).
+    """
+    contamination = args.eps_family == "contamination"
+    if not contamination and "{}" not in args.eps_family:
+        raise UsageError("--eps-family is 'contamination' or a data template containing {}")
+    args.eps_steps = eps_steps(args.eps_steps, contamination)
+    if contamination:
+        if args.eps_values:
+            raise UsageError("--eps-values goes with a template --eps-family ('t:df={}')")
+        if args.data is None:
+            raise UsageError("--eps-family contamination needs --data (the end of the path)")
+    elif not args.eps_values:
+        raise UsageError("a template --eps-family needs --eps-values")
+
+
 def path_levels(args, family) -> list[tuple[str, float, object]]:
-    """(label, path value, data source) for each level of misspecification."""
+    """(label, path value, data source) for each level of misspecification (options checked
+    by `check_path_options` first)."""
     from stability.datasources import FamilyData, MixtureData, make_data
     from stability.operator import Operator
 
     if args.eps_family == "contamination":
-        if args.data is None:
-            raise UsageError("--eps-family contamination needs --data (the end of the path)")
-        if args.eps_values:
-            raise UsageError("--eps-values goes with a template --eps-family ('t:df={}')")
-        if args.eps_steps < 2:
-            raise UsageError("--eps-steps must be >= 2")
         end = make_data(args.data)
         theta0 = Operator(family, end, "end").theta_star()
         start = FamilyData(family, theta0, name=f"{family.name} fitted to {end.name}")
@@ -111,10 +197,6 @@ def path_levels(args, family) -> list[tuple[str, float, object]]:
                 data = MixtureData([(1 - w, start), (w, end)])
             levels.append((f"w={w:.3g}", float(w), data))
         return levels
-    if "{}" not in args.eps_family:
-        raise UsageError("--eps-family is 'contamination' or a data template containing {}")
-    if not args.eps_values:
-        raise UsageError("a template --eps-family needs --eps-values")
     levels = []
     for v in args.eps_values:
         try:
@@ -173,7 +255,10 @@ def cmd_map(args) -> int:
     from stability.operator import Operator
     from stability.runs.runfolder import RunFolder, atomic_write_text
 
+    # Every option checked first, whatever the mode (a template path used to ignore a bad
+    # --eps-steps silently).
     lams = lambda_grid(args.lam_range)
+    check_path_options(args)
     family = make_family(args.family)
     folder = RunFolder(
         args.out,

@@ -268,6 +268,75 @@ def _run_label(path: Path, runs: list[RunInfo]) -> str:
         return str(path)
 
 
+# summary.csv's numeric columns and the kind every value must read as (the figures and the
+# Parquet copy convert them; checked on reading so that a bad value is refused, exit 2, before
+# the table is written, not found while drawing after it).
+NUMERIC_COLUMNS = {
+    "lam": float,
+    "t": int,
+    "runs": int,
+    "mean": float,
+    "se": float,
+    "q05": float,
+    "q50": float,
+    "q95": float,
+}
+
+
+def _first_bad(values, kind) -> tuple[int, str] | None:
+    """The first (row, value) of `values` that `kind` cannot read, None if there is none."""
+    for i, v in enumerate(values):
+        try:
+            kind(v)
+        except (ValueError, TypeError, OverflowError):
+            return i, v
+    return None
+
+
+def read_summary_table(path: Path):
+    """One run's summary.csv as strings, checked: every column of SUMMARY_COLUMNS present and
+    every value of the numeric ones readable as its kind (`NUMERIC_COLUMNS`).
+
+    Parameters
+    ----------
+    path : Path
+        The summary.csv file.
+
+    Returns
+    -------
+    pandas.DataFrame, shape (rows, columns of the file)
+        Every value a string exactly as written; columns beyond SUMMARY_COLUMNS are kept.
+
+    Raises
+    ------
+    UsageError
+        One line naming the file: unreadable, not a CSV table, columns missing (named), or a
+        value that is not a number (column, row and value named).
+    """
+    import pandas as pd
+
+    try:
+        summary = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path} is empty: not a summary of this toolkit") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise UsageError(f"cannot read {path}: {_first_line(str(exc))}") from None
+    missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
+    if missing:
+        raise UsageError(
+            f"{path} lacks the column(s) {', '.join(missing)}: not a summary of this toolkit"
+        )
+    for col, kind in NUMERIC_COLUMNS.items():
+        try:  # the conversion the figures make, vectorised; the row is looked for on failure
+            summary[col].astype(kind)
+        except (ValueError, TypeError, OverflowError):
+            row, value = _first_bad(summary[col], kind) or (-1, "")
+            what = "an integer" if kind is int else "a number"
+            where = f"row {row + 1}: {value[:40]!r}" if row >= 0 else "a value"
+            raise UsageError(f"{path}: column {col}, {where} is not {what}") from None
+    return summary
+
+
 def run_table(runs: list[RunInfo], swept: list[str]):
     """The tidy table of `runs`: one row per row of their summary.csv, every value a string.
 
@@ -281,20 +350,23 @@ def run_table(runs: list[RunInfo], swept: list[str]):
     -------
     pandas.DataFrame
         Columns run (the folder relative to the runs' common parent), command, the swept
-        options, then SUMMARY_COLUMNS, values exactly as written in each summary.csv (a
-        column a summary lacks is empty).
+        options, then SUMMARY_COLUMNS, values exactly as written in each summary.csv.
+
+    Raises
+    ------
+    UsageError
+        A summary.csv that is unreadable, lacks a column or holds a value that is not a number
+        (`read_summary_table`); every summary is read and checked before the table exists.
     """
     import pandas as pd
 
     columns = ["run", "command", *swept, *SUMMARY_COLUMNS]
     frames = []
     for r in runs:
-        summary = pd.read_csv(
-            r.path / "summary.csv", dtype=str, keep_default_na=False, na_filter=False
-        )
+        summary = read_summary_table(r.path / "summary.csv")
         front = {k: option_text(r.swept[k] if k in r.swept else r.options.get(k)) for k in swept}
         front = {"run": _run_label(r.path, runs), "command": r.command, **front}
-        summary = summary.reindex(columns=list(SUMMARY_COLUMNS), fill_value="")
+        summary = summary[list(SUMMARY_COLUMNS)]
         frames.append(summary.assign(**front)[columns])
     if not frames:
         return pd.DataFrame(columns=columns, dtype=str)
@@ -391,7 +463,8 @@ def collect(
     ------
     UsageError
         No folder, a missing --out for several folders, an --out that is not .csv, a path that
-        is not a folder, no finished run under the folders. Nothing is written then.
+        is not a folder, no finished run under the folders, a summary.csv that lacks one of
+        SUMMARY_COLUMNS or holds a value that is not a number. Nothing is written then.
     """
     dirs = [Path(d) for d in dirs]
     out = _table_path(dirs, out)
@@ -417,6 +490,7 @@ def collect(
 
 __all__ = [
     "IN_SUMMARY",
+    "NUMERIC_COLUMNS",
     "SWEEP_FILE",
     "SWEEP_FORMAT",
     "CollectResult",
@@ -425,6 +499,7 @@ __all__ = [
     "find_runs",
     "option_text",
     "read_config",
+    "read_summary_table",
     "read_sweep_index",
     "run_table",
     "swept_columns",

@@ -20,6 +20,9 @@ Taking the lock is the one moment at which no process can be writing the folder,
 `lock_run_folder` removes such leftovers then (`remove_partial_writes`), in the folder and its
 sub-folders, except in sub-folders that have a lock file of their own (their holder cleans them).
 
+An output that is not a run folder (a checkpoint file, a zip or a folder of images) is locked
+the same way through ``.NAME.lock`` beside it (`lock_output`).
+
 On platforms without `fcntl` (Windows) nothing is locked.
 """
 
@@ -134,8 +137,13 @@ def read_holder(folder: str | Path) -> LockHolder | None:
     -------
     LockHolder or None
     """
+    return _holder_in(Path(folder) / LOCK_FILE)
+
+
+def _holder_in(path: Path) -> LockHolder | None:
+    """The process named in the lock file `path`, None if there is no such file."""
     try:
-        text = (Path(folder) / LOCK_FILE).read_text()
+        text = path.read_text()
     except FileNotFoundError:
         return None
     except OSError:
@@ -276,6 +284,76 @@ def lock_run_folder(
         os.close(fd)
 
 
+def output_lock_path(path: str | Path) -> Path:
+    """The lock file of an output that is not a run folder: ``.NAME.lock`` beside NAME."""
+    path = Path(os.path.abspath(path))  # "." and "dir/" have a name once absolute
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def lock_output(path: str | Path, command: str = "") -> Iterator[FolderLock]:
+    """Hold the lock of one output file or folder (a checkpoint, a zip or folder of images) for
+    a ``with`` block: the same `flock` as `lock_run_folder`, on ``.NAME.lock`` beside it.
+
+    For outputs that are not run folders: a lock file inside the output would change it (a
+    folder of images must be empty), and the folder around it may hold other runs' outputs.
+    Parent folders created for the lock file are removed again if the block leaves them empty
+    (a refused or failed run leaves nothing behind). Partial writes are not cleaned here: the
+    folder around the output is not this process's.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output (file or folder) the process is about to write.
+    command : str, optional
+        What this process runs (e.g. ``"deep train"``), shown to a process that finds it locked.
+
+    Yields
+    ------
+    FolderLock
+        ``folder`` is the output's parent, ``path`` the lock file.
+
+    Raises
+    ------
+    UsageError
+        If another process holds the output's lock: one line naming it, e.g. ``another deep
+        train is writing 'ckpt.pt' (pid 123 on node7 since ...)``. Nothing has been written then.
+    """
+    lock_path = output_lock_path(path)
+    parent = lock_path.parent
+    try:
+        import fcntl  # noqa: F401 - only to know whether flock exists here
+    except ImportError:  # pragma: no cover - not POSIX
+        yield FolderLock(parent, lock_path, None)
+        return
+    created = [q for q in (parent, *parent.parents) if not q.exists()]
+    for attempt in range(3):  # another process may remove a parent between mkdir and open
+        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = _open_locked(lock_path)  # None: another process holds it
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    try:
+        if fd is None:
+            holder = _holder_in(lock_path) or LockHolder(None)
+            raise UsageError(
+                f"another {holder.command or 'process'} is writing {str(path)!r} "
+                f"({holder.describe()})"
+            )
+        _write_holder(fd, command)
+        yield FolderLock(parent, lock_path, fd)
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+            os.close(fd)
+        for q in created:  # deepest first; only those left empty
+            with contextlib.suppress(OSError):
+                q.rmdir()
+
+
 def _write_holder(fd: int, command: str) -> None:
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record = {
@@ -295,7 +373,9 @@ __all__ = [
     "PARTIAL_WRITE",
     "FolderLock",
     "LockHolder",
+    "lock_output",
     "lock_run_folder",
+    "output_lock_path",
     "read_holder",
     "remove_partial_writes",
 ]

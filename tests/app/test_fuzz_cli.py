@@ -18,9 +18,6 @@ pools (at most 10 runs, 3 iterations, 12 points), and commands whose valid runs 
 invalid value.
 Counts and the peak memory are printed at the end of the module (``-s``), and written as JSON
 to $FUZZ_REPORT when that is set.
-
-Left out on purpose, for the task that owns it (issue 17): sweep axes of 1e8 seeds (the
-sweep's cell list is not yet bounded: 4.6 GB during --dry-run).
 """
 
 from __future__ import annotations
@@ -130,6 +127,9 @@ def files(tmp_path_factory):
         "good.toml": 'command = "simulate gaussian"\n[options]\nruns = 5\niterations = 2\n'
         "[axes]\nlam = [0, inf]\nseeds = 2\n",
         "huge_range.toml": 'command = "simulate gaussian"\n[axes]\nn = {start = 2, stop = 1e12}\n',
+        "huge_seeds.toml": 'command = "simulate gaussian"\nseeds = 100000000\n',
+        "huge_grid.toml": 'command = "simulate gaussian"\n[axes]\n'
+        + "".join(f"{k} = {{start = 2, stop = 102}}\n" for k in ("n", "dim", "runs", "iterations")),
     }
     for name, text in specs.items():
         (d / name).write_text(text)
@@ -427,10 +427,14 @@ def test_fuzz_map(data, files, arena, capsys):
         "--json": None,
     }
     argv = data.draw(options(pairs))
-    # --eps-steps is drawn above but not forced: a template --eps-family ignores it.
+    # One refused value: a bad --lam-range, or a bad --eps-steps (refused whatever the
+    # --eps-family, a template's included).
     bad = data.draw(
         st.sampled_from(
             [
+                ["--eps-steps", "0"],
+                ["--eps-steps", "1000000000"],
+                ["--lam-range", "0.1", "1", "1000000000"],
                 ["--lam-range", "-1", "1"],
                 ["--lam-range", "nan", "1"],
                 ["--lam-range", "1", "0.1"],
@@ -464,9 +468,7 @@ def test_fuzz_sweep(data, files, arena, capsys):
 @budget(0.4)
 @given(data=st.data())
 def test_fuzz_collect(data, files, arena, capsys):
-    # junk_summary (a summary.csv with other columns) is left out: collect fails on it with
-    # exit 1 and a table written (test_collect_refuses_a_summary_with_other_columns, xfail).
-    names = ["junk_config", "empty_run", "finished_run", "empty_dir"]
+    names = ["junk_config", "junk_summary", "empty_run", "finished_run", "empty_dir"]
     dirs = data.draw(
         st.lists(
             st.sampled_from([str(files[n]) for n in names] + [str(files["missing.npy"]), ""]),
@@ -544,11 +546,10 @@ def test_fuzz_deep(data, files, arena, capsys):
     assert code == 2, argv
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this fuzzer: stability.runs.collect reads a summary.csv with other columns "
-    "and fails with ValueError (exit 1) after writing the table; it should refuse it (exit 2)",
-)
 def test_collect_refuses_a_summary_with_other_columns(files, arena, capsys):
+    # Found by this fuzzer: the table was written, then the figures failed (exit 1).
     out = arena / "junk_summary_table.csv"
-    run_vector("collect", ["collect", str(files["junk_summary"]), "--out", str(out)], arena, capsys)
+    argv = ["collect", str(files["finished_run"]), str(files["junk_summary"]), "--out", str(out)]
+    code, lines = run_vector("collect", argv, arena, capsys)
+    assert code == 2 and "junk_summary" in lines[0] and "lacks the column" in lines[0]
+    assert not out.exists()

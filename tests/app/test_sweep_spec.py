@@ -122,3 +122,86 @@ def test_bad_spec_files_are_one_line_errors(tmp_path):
         load_spec(bad)
     with pytest.raises(ValueError, match="cannot read spec"):
         load_spec(tmp_path / "missing.toml")
+
+
+HUGE_SPECS = [
+    {"seeds": 100_000_000, "axes": {"lam": [0, math.inf]}},
+    {"axes": {"seeds": 100_000_000}},
+    {"axes": {"n": {"start": 2, "stop": 10**8, "num": 10**8}}},
+    {"axes": {"n": {"start": 2, "stop": 1e12}}},
+    {"axes": {"lam": {"start": -1e308, "stop": 1e308, "step": 1e-300}}},  # count overflows
+    {"axes": {k: list(range(2, 102)) for k in ("n", "dim", "runs", "iterations", "seed")}},
+]
+
+
+@pytest.mark.parametrize("extra", HUGE_SPECS)
+def test_a_huge_grid_is_refused_before_any_axis_is_built(extra):
+    import tracemalloc
+
+    spec = {"command": "simulate gaussian", **extra}
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as err:
+            parse_spec(spec, source="big.toml")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(err.value)
+    assert "cells" in message and "at most 100,000" in message and "\n" not in message
+    # A list of 1e8 seeds alone is 800 MB of pointers (4.6 GB during --dry-run before this
+    # bound); the refusal itself allocates a few kilobytes.
+    assert peak < 1_000_000, peak
+
+
+def test_the_grid_size_is_exact_at_the_limit():
+    at_limit = {"command": "simulate gaussian", "seeds": spec_module.MAX_CELLS // 2,
+                "axes": {"lam": [0, 1]}}  # fmt: skip
+    assert spec_module.grid_size(at_limit) == spec_module.MAX_CELLS
+    assert len(parse_spec(at_limit).axes["seed"]) == spec_module.MAX_CELLS // 2
+    over = {**at_limit, "seeds": spec_module.MAX_CELLS // 2 + 1}
+    with pytest.raises(ValueError, match="100,002 cells"):
+        parse_spec(over)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"start": 0, "stop": 5},
+        {"start": 0.1, "stop": 0.5, "step": 0.1},
+        {"start": 0, "stop": 1, "step": 0.1},
+        {"start": 0.3, "stop": 0.0, "step": -0.1},
+        {"start": 5, "stop": 0, "step": -2},
+        {"start": 1, "stop": 1e3, "step": 7.3},
+        {"start": 0, "stop": 1, "num": 5},
+        {"start": 10, "stop": 1000, "num": 3, "log": True},
+        {"start": 0, "stop": 1, "num": 1},
+        [0, 0.5, 1, "x"],
+    ],
+)
+def test_the_claimed_size_is_the_number_of_values_built(value):
+    # Independent of the claim: the values parse_spec actually builds, counted.
+    built = len(axis(value, "n" if isinstance(value, dict) else "policy"))
+    spec = {"command": "simulate gaussian", "axes": {"n": value}}
+    assert spec_module.grid_size(spec) == built
+    assert spec_module.grid_size({**spec, "seeds": 3}) == 3 * built
+
+
+def test_a_dry_run_of_a_huge_sweep_is_refused_in_one_line(tmp_path, capsys):
+    from stability.app.cli import main
+
+    spec = tmp_path / "huge.toml"
+    spec.write_text('command = "simulate gaussian"\nseeds = 100000000\n[axes]\nlam = [0, inf]\n')
+    assert main(["sweep", str(spec), "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "200,000,000 cells" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.toml"]
+
+
+def test_only_the_seeds_axis_takes_a_count():
+    # An integer on another axis is not a count of values: its own check names the mistake.
+    with pytest.raises(ValueError, match="give a list of values or a range"):
+        parse_spec({"command": "simulate gaussian", "axes": {"n": 100_000_000}})
+    assert spec_module.axis_sizes({"axes": {"seeds": 7, "n": 9}, "seeds": 3}) == {
+        "seeds": 3,
+        "n": 1,
+    }

@@ -425,3 +425,71 @@ def test_data_whose_side_the_network_cannot_halve_is_refused(model, side):
     with pytest.raises(UsageError, match="multiple of"):
         net_config(DeepConfig(model=model, net="tiny"), 1, side)
     net_config(DeepConfig(model=model, net="tiny"), 1, 8)  # a multiple of 4 is accepted
+
+
+# Python batches within the 31 MB cap that would still build far more than their size: each
+# was measured on the old unpickler (peak RSS of one batch): 586 MiB, 915 MiB, 1 GiB, 233 MiB,
+# 586 MiB.
+def _reconstruct_call(shape, code: bytes, subtype=b"cnumpy\nndarray\n") -> bytes:
+    import pickle
+
+    shape_ops = pickle.dumps(tuple(shape), protocol=2)[2:-1]
+    return (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\n" + subtype + shape_ops
+        + b"U\x01" + code + b"\x87R."  # the typecode, TUPLE3, REDUCE, STOP
+    )  # fmt: skip
+
+
+def _in_a_batch(value: bytes) -> bytes:
+    """{b"data": value, b"labels": []} as a pickle, `value` given as opcodes."""
+    return b"\x80\x02}(U\x04data" + value[2:-1] + b"U\x06labels]u."
+
+
+CRAFTED = {
+    "shape": (_in_a_batch(_reconstruct_call((200_000, 3072), b"B")), "refusing an array of"),
+    "objects": (_in_a_batch(_reconstruct_call((60_000_000,), b"O")), "object array"),
+    "ndarray-call": (
+        _in_a_batch(b"\x80\x02cnumpy\nndarray\nJ@\r\x03\x00M\x00\x0c\x86U\x01B\x86R."),
+        "numpy.ndarray(...) called",
+    ),
+    "memo-index": (b"\x80\x02]r\x00\x00\x00\x04.", "memo index 67108864"),
+    "new-lists": (b"\x80\x02(" + b"]" * 3_000_000 + b"l.", "more than 100000 pickle opcodes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_small_pickle_cannot_build_a_large_object(tmp_path, case):
+    from deep.data.cifar import CIFAR_BATCH_MAX
+
+    raw, message = CRAFTED[case]
+    assert len(raw) < CIFAR_BATCH_MAX
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(raw)
+    grew, outcome = peak_growth(f"cifar10={folder}")
+    assert message in outcome and "data_batch_1" in outcome, outcome
+    assert grew < GROWTH_CAP_KIB, (grew, outcome)
+
+
+def test_a_full_size_python_batch_is_within_the_pickle_bounds():
+    # 10000 images, labels and file names, as the official batches hold them (Python 2
+    # strings) and as numpy 2 writes them: their opcodes and arrays fit the bounds.
+    import pickle
+    import pickletools
+
+    from deep.data.cifar import PICKLE_OPS_MAX, RestrictedUnpickler, check_pickle_size
+    from tests.deep.test_deep_data import py2_style_dumps
+
+    batch = {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [i % 10 for i in range(10000)],
+        b"data": np.zeros((10000, 3072), np.uint8),
+        b"filenames": [f"image_{i:05d}.png".encode() for i in range(10000)],
+    }
+    for raw in (py2_style_dumps(batch), pickle.dumps(batch, protocol=4)):
+        ops = sum(1 for _ in pickletools.genops(io.BytesIO(raw)))
+        assert 20000 < ops < PICKLE_OPS_MAX / 2, ops
+        check_pickle_size(raw, "batch")
+        back = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        assert back[b"data"].shape == (10000, 3072) and back[b"filenames"][-1] == b"image_09999.png"

@@ -228,3 +228,44 @@ def test_two_other_axes_draw_a_grid_of_panels(tmp_path):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[:3] == ["estimator=mle, n=10", "estimator=mle, n=30", "estimator=mle, n=100"]
     assert all(len(ax.collections) == 1 for ax in fig.axes)  # one run per panel: its band
+
+
+def _damage(folder: Path, edit) -> Path:
+    summary = folder / "summary.csv"
+    summary.write_text(edit(summary.read_text()))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: "a,b\n1\n", r"lacks the column\(s\) policy, lam, t, metric, runs, mean, se"),
+        (lambda s: s.replace(",q95\n", "\n", 1), r"lacks the column\(s\) q95:"),
+        (lambda s: s.replace(",se,", ",stderr,", 1), r"lacks the column\(s\) se:"),
+        (lambda s: "", "is empty"),
+        (
+            lambda s: s.replace("mix,0.5,0,", "mix,0.5,0.5,", 1),
+            "column t, row 1: '0.5' is not an integer",
+        ),
+        (lambda s: s + "mix,0.5,9,w2,20,x,1,1,1,1\n", "column mean, row 25: 'x' is not a number"),
+        (lambda s: s + "mix,,9,w2,20,1,1,1,1,1\n", "column lam, row 25: '' is not a number"),
+    ],
+)
+def test_collect_refuses_a_damaged_summary_before_writing(tmp_path, edit, message):
+    # One good run beside the damaged one: the good one is read first, and still nothing may
+    # be written (the table used to be written, then the figures failed on the values: exit 1).
+    make_run(tmp_path / "a_good")
+    bad = _damage(make_run(tmp_path / "b_bad"), edit)
+    with pytest.raises(UsageError, match=message) as info:
+        collect([tmp_path / "a_good", bad], tmp_path / "t.csv")
+    assert str(bad / "summary.csv") in str(info.value) and "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_good", "b_bad"]
+
+
+def test_collect_keeps_a_summary_with_extra_columns(tmp_path):
+    # Columns beyond the toolkit's are left out of the table, not refused.
+    run = _damage(make_run(tmp_path / "run"), lambda s: s.replace("\n", ",note\n", 1))
+    lines = (run / "summary.csv").read_text().splitlines()
+    (run / "summary.csv").write_text("\n".join([lines[0], *(ln + ",x" for ln in lines[1:])]) + "\n")
+    result = collect([run], tmp_path / "t.csv", figures=False)
+    assert result.rows == 24 and "note" not in result.columns

@@ -201,3 +201,25 @@ def test_taking_the_lock_removes_what_killed_writers_left(tmp_path):
     with lock_run_folder(nested, clean=False) as lock:
         assert lock.removed == () and inside.exists()
     assert remove_partial_writes(nested) == [inside] and not inside.exists()
+
+
+def test_an_output_lock_sits_beside_its_output_and_refuses_a_second_writer(tmp_path):
+    from stability.runs.lock import lock_output, output_lock_path
+
+    out = tmp_path / "new" / "model.pt"
+    assert output_lock_path(out) == tmp_path / "new" / ".model.pt.lock"
+    with lock_output(out, command="deep train") as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        # flock conflicts between two descriptors, in one process too.
+        with pytest.raises(UsageError, match=rf"another deep train is writing .*pid {os.getpid()}"):
+            with lock_output(out, command="deep train"):
+                pass  # pragma: no cover
+        out.write_bytes(b"weights")
+    # The lock file is gone; the folder made for it stays because the output is in it.
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["model.pt"]
+    with pytest.raises(RuntimeError), lock_output(tmp_path / "x" / "y" / "z.zip"):
+        raise RuntimeError("the run failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]  # x/y were made and empty
+    # A relative name and a folder with a trailing slash have a lock file beside them too.
+    assert output_lock_path("pngs/").name == ".pngs.lock"
+    assert output_lock_path(".").parent == Path(os.getcwd()).parent
