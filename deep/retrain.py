@@ -443,10 +443,12 @@ def run_deep(
     dist.init(cfg.device)
     with held_by_main(folder.locked):
         _write_config(cfg, folder, net)
-        return _run_locked(cfg, folder, (data, n, policy, net), progress, hooks, status)
+        return _run_locked(cfg, folder, (data, n, policy, net), progress, hooks, status, figures)
 
 
-def _run_locked(cfg: DeepConfig, folder: RunFolder, checked, progress, hooks, status) -> dict:
+def _run_locked(
+    cfg: DeepConfig, folder: RunFolder, checked, progress, hooks, status, figures=True
+) -> dict:
     """The loop of `run_deep` in its locked folder; `checked` is what `_validate` returned."""
     data, n, policy, net = checked
     real = ImageSet(data.images[:n])
