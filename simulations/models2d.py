@@ -73,6 +73,46 @@ def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(net.parameters(), lr=lr, fused=True)
 
 
+def _member_rows(data, runs: int) -> tuple[torch.Tensor, list[int]]:
+    """Every run's training points as one float32 (sum of sizes, 2) tensor, and the sizes.
+
+    ``data`` is a PointSet of shape (R, size, 2), or any object whose ``parts`` is a list of
+    PointSets of shapes (R_i, size_i, 2) covering the runs in order (sum of R_i = R): the
+    lambdas of a joint ensemble, whose training sets differ in size.
+    """
+    parts = getattr(data, "parts", None) or [data]
+    sizes = [p.size for p in parts for _ in range(p.x.shape[0])]
+    if len(sizes) != runs:
+        raise ValueError(f"training data for {len(sizes)} runs given to an ensemble of {runs}")
+    rows = [np.asarray(p.x, dtype=np.float32).reshape(-1, p.x.shape[-1]) for p in parts]
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows))), sizes
+
+
+def tile_state(state: dict, copies: int) -> dict:
+    """A model state (``_EnsembleModel.state``) of R runs repeated for ``copies`` x R runs.
+
+    Run r of copy c (index c R + r) gets run r's weights, Adam moments, random-stream states
+    and last loss: the lambdas of a joint ensemble all continue from the shared t = 0 fit.
+    Adam's step counter is a scalar shared by all runs and is kept as it is.
+    """
+
+    def tile(v):
+        if torch.is_tensor(v) and v.dim() > 0:
+            return torch.cat([v] * copies, dim=0)
+        return copy.deepcopy(v)
+
+    opt = copy.deepcopy(state["opt"])
+    opt["state"] = {k: {n: tile(v) for n, v in s.items()} for k, s in opt["state"].items()}
+    return {
+        "net": {k: tile(v) for k, v in state["net"].items()},
+        "opt": opt,
+        "train_streams": list(state["train_streams"]) * copies,
+        "init_streams": list(state["init_streams"]) * copies,
+        "fits": state["fits"],
+        "last_loss": tile(state["last_loss"]),
+    }
+
+
 class _EnsembleModel:
     """Shared machinery: the network, Adam, the training streams, checkpoints.
 
@@ -118,21 +158,20 @@ class _EnsembleModel:
             self.net.reset_parameters(self.init_streams)
             self.opt = _adam(self.net, self.train_cfg.lr)
         steps = self.train_cfg.init_steps if self.fits == 0 else self.train_cfg.steps
-        x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32))
+        x, sizes = _member_rows(data, len(self.runs))
         idx = torch.from_numpy(
-            minibatch_indices(self.train_streams, data.size, self.train_cfg.batch, steps)
+            minibatch_indices(self.train_streams, sizes, self.train_cfg.batch, steps)
         )
-        # rows of x flattened to (R * size, 2): one index_select per step (3x faster than
-        # advanced indexing with a run index)
-        idx += torch.arange(len(self.runs))[:, None] * data.size
-        x = x.reshape(-1, x.shape[-1])
+        # rows of every run's set flattened to (sum of sizes, 2): one index_select per step (3x
+        # faster than advanced indexing with a run index)
+        idx += torch.from_numpy(np.cumsum([0, *sizes[:-1]]))[:, None]
         losses = []
         for start in range(0, steps, _CHUNK):
             chunk = idx[start : start + _CHUNK]
             noise = self._draw_chunk(chunk.shape[0], chunk.shape[2])
             for k in range(chunk.shape[0]):
                 batch = x.index_select(0, chunk[k].reshape(-1)).view(*chunk[k].shape, -1)
-                loss = self._loss(batch, {name: arr[:, k] for name, arr in noise.items()})
+                loss = self._loss(batch, {name: arr[k] for name, arr in noise.items()})
                 self.opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 self.opt.step()
@@ -321,7 +360,7 @@ class FlowModel(_EnsembleModel):
         }
         if self.matcher_name != "cfm":
             out["pair_u"] = s.random((r, steps, batch))
-        return out
+        return {k: v.swapaxes(0, 1) for k, v in out.items()}  # step-major: out[k] is step k
 
     def _couple(self, x0: np.ndarray, x1: np.ndarray, u: np.ndarray):
         """Per-run exact-OT pairing of (R, B, 2) minibatches (one batched solver call).
@@ -435,14 +474,17 @@ class DiffusionModel(_EnsembleModel):
     def _draw_chunk(self, steps, batch):
         s = self.train_streams
         r = len(self.runs)
+        t = s.integers(self.T, (r, steps, batch)).swapaxes(0, 1)
+        eps = s.standard_normal((r, steps, batch, 2)).swapaxes(0, 1)
+        # converted once per chunk, step-major and contiguous, so that a step slices tensors
+        # instead of converting numpy arrays (the step is dispatch-bound at a few runs)
         return {
-            "t": s.integers(self.T, (r, steps, batch)),
-            "eps": s.standard_normal((r, steps, batch, 2)),
+            "t": torch.from_numpy(np.ascontiguousarray(t)),
+            "eps": torch.from_numpy(np.ascontiguousarray(eps, dtype=np.float32)),
         }
 
     def _loss(self, x0, noise):
-        t = torch.from_numpy(noise["t"])
-        eps = torch.from_numpy(noise["eps"].astype(np.float32))
+        t, eps = noise["t"], noise["eps"]
         xt = self._signal[t][..., None] * x0 + self._noise[t][..., None] * eps
         tin = (t.float() / self.T)[..., None]
         pred = self.net(torch.cat([xt, tin], dim=2))

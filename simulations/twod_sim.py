@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from simulations.data import TWO_D, DataSource, check_seed, make_source
+from simulations.twod_modes import MODE_METRICS, has_modes, mode_metrics
 from stability.errors import RunError, UsageError, check_lam, check_n
 from stability.loop import LoopState, PointSet, Policy, retrain, synthetic_count
 from stability.runs.runfolder import (
@@ -41,6 +42,7 @@ from stability.runs.runfolder import (
 
 MODELS = ("flow", "diffusion")
 METRICS_2D = ("w1", "w2", "w2_sliced", "param_distance", "loss")
+MODE_METRICS_2D = MODE_METRICS  # recorded too when the data has modes (8 gaussians)
 FLOOR_METRICS = ("w1_floor", "w2_floor", "w2_sliced_floor")
 
 
@@ -71,6 +73,7 @@ class TwoDConfig:
     n_fresh: int | None = None
     subsample_size: int | None = None
     seed: int = 0
+    joint: bool = True
 
     def resolve(self) -> tuple[TwoDConfig, DataSource, list[Policy]]:
         """Validate every option (ValueError with one line) and fill the defaults."""
@@ -196,30 +199,6 @@ class RealData:
         return draw
 
 
-class _Cached:
-    """Serves the samples drawn for the metrics of iteration t as the synthetic data of t + 1.
-
-    Both are fresh draws from theta_t, so reusing them halves the sampling cost without changing
-    the process (Algorithm 1 samples theta_t once per iteration).
-    """
-
-    def __init__(self, model, cache: np.ndarray | None = None):
-        self.model = model
-        self.cache = cache
-
-    def fit(self, data):
-        self.model.fit(data)
-
-    def sample(self, k, rng):
-        if self.cache is not None and self.cache.shape[1] >= k:
-            out, self.cache = self.cache[:, :k], None
-            return PointSet(out)
-        return self.model.sample(k, rng)
-
-    def state(self):
-        return self.model.state()
-
-
 def _distances(gen: np.ndarray, ref: np.ndarray, exact: bool, seeds: list[int]) -> dict:
     """W1, W2 (exact, if asked) and sliced W2 per run between gen and ref, shapes (R, n, 2)."""
     from simulations.otmetrics import sliced_w2, wasserstein_batch
@@ -281,6 +260,128 @@ def _check_finite_samples(samples: np.ndarray, t: int, lam: float) -> None:
         )
 
 
+def _initial_history(cfg: TwoDConfig, stage: dict) -> dict[str, list]:
+    """Each metric's value at t = 0 (the shared fit on the real data), arrays of shape (R,)."""
+    history = {m: [np.asarray(stage["metrics"][m])] for m in ("w1", "w2", "w2_sliced")}
+    history["param_distance"] = [np.zeros(cfg.runs)]
+    history["loss"] = [np.asarray(stage["state"]["last_loss"])]
+    if has_modes(cfg.data):
+        samples = np.asarray(stage["samples"])[:, : max(cfg.n_eval, cfg.n)]
+        for k, v in mode_metrics(samples, cfg.data).items():
+            history[k] = [v]
+    return history
+
+
+class _GroupJob:
+    """What one group's run holds besides the model: streams, real data, metrics, snapshots.
+
+    Parameters
+    ----------
+    sim : TwoDSimulation
+    lis : list of int
+        The group's lambda indices; member p R + r is the p-th lambda's run r.
+    stage : dict
+        The t = 0 stage.
+    """
+
+    def __init__(self, sim: TwoDSimulation, lis: list[int], stage: dict):
+        from simulations.ensemble import RunStreams
+
+        cfg = self.cfg = sim.cfg
+        self.sim, self.lis = sim, list(lis)
+        self.model = make_model(cfg, sim.runs * len(lis))
+        self.streams = [
+            RunStreams(cfg.seed, (8, _lam_key(cfg.policy, cfg.lams[li])), sim.runs) for li in lis
+        ]
+        self.joint = RunStreams.joined(self.streams)
+        # one RealData per lambda: the same points, separate streams for policy 'fresh'
+        self.reals = [RealData(cfg, sim.source, sim.runs) for _ in lis]
+        self.theta0 = stage["theta0"]
+        self.draw = max(cfg.n_eval, *(synthetic_count(cfg.lams[li], cfg.n) for li in lis))
+        self.histories = {li: _initial_history(cfg, stage) for li in lis}
+        self.snapshots = {li: [np.asarray(stage["samples"][0, : cfg.n_eval])] for li in lis}
+        self.samples = None
+
+    def members(self, p: int) -> slice:
+        """The members of the p-th lambda of the group."""
+        return slice(p * self.cfg.runs, (p + 1) * self.cfg.runs)
+
+    def sample_lambda(self, p: int, k: int, rng) -> PointSet:
+        """k samples per run of the p-th lambda alone (when its cached samples are too few)."""
+        sub = make_model(self.cfg, self.sim.runs)
+        sub.net.load_state_dict(
+            {n: v[self.members(p)] for n, v in self.model.net.state_dict().items()}
+        )
+        return sub.sample(k, rng)
+
+    def record(self, t: int, group) -> None:
+        """Sample theta_t for every member, record each lambda's metrics, refill the caches."""
+        import torch
+
+        cfg = self.cfg
+        samples = self.samples = self.model.sample(self.draw, self.joint).x
+        params = self.model.params()
+        scale = math.sqrt(self.model.net.params_per_run)
+        exact = cfg.n_eval <= cfg.exact_max
+        for p, li in enumerate(self.lis):
+            mine = samples[self.members(p)]
+            _check_finite_samples(mine, t, cfg.lams[li])
+            seeds = [zlib.crc32(f"{cfg.seed}|{r}|{li}|{t}".encode()) for r in self.sim.runs]
+            h = self.histories[li]
+            for k, v in _distances(
+                mine[:, : cfg.n_eval], self.reals[p].heldout, exact, seeds
+            ).items():
+                h[k].append(v)
+            dist = torch.linalg.vector_norm(params[self.members(p)] - self.theta0, dim=1)
+            h["param_distance"].append((dist / scale).numpy())
+            h["loss"].append(np.asarray(self.model.last_loss[self.members(p)]))
+            if has_modes(cfg.data):
+                modes = mode_metrics(mine[:, : max(cfg.n_eval, cfg.n)], cfg.data)
+                for k, v in modes.items():
+                    h[k].append(v)
+            self.snapshots[li].append(mine[0, : cfg.n_eval])
+            group.views[p].cache = mine
+
+    def checkpoint(self, t: int, group, pools: list) -> dict:
+        """Everything ``restore`` needs to continue after iteration t exactly."""
+        import torch
+
+        def tensors(values):
+            return [torch.from_numpy(np.asarray(v)) for v in values]
+
+        return {
+            "t": t,
+            "state": self.model.state(),
+            "streams": [s.state() for s in self.streams],
+            "real_streams": [r.streams.state() for r in self.reals],
+            "pools": [None if p is None else torch.from_numpy(np.asarray(p.x)) for p in pools],
+            "cache": torch.from_numpy(self.samples),
+            "histories": {
+                str(li): {k: tensors(vals) for k, vals in self.histories[li].items()}
+                for li in self.lis
+            },
+            "snapshots": {str(li): tensors(self.snapshots[li]) for li in self.lis},
+        }
+
+    def restore(self, ck: dict, group, pools: list) -> int:
+        """Restore a ``checkpoint`` (model, streams, metrics, pools, caches); returns its t."""
+        self.model.load_state(ck["state"])
+        for s, state in zip(self.streams, ck["streams"]):
+            s.set_state(state)
+        for r, state in zip(self.reals, ck["real_streams"]):
+            r.streams.set_state(state)
+        self.histories = {
+            li: {k: [np.asarray(v) for v in vals] for k, vals in ck["histories"][str(li)].items()}
+            for li in self.lis
+        }
+        self.snapshots = {li: [np.asarray(v) for v in ck["snapshots"][str(li)]] for li in self.lis}
+        pools[:] = [None if p is None else PointSet(np.asarray(p)) for p in ck["pools"]]
+        self.samples = np.asarray(ck["cache"])
+        for p, view in enumerate(group.views):
+            view.cache = self.samples[self.members(p)]
+        return int(ck["t"])
+
+
 class TwoDSimulation:
     """A 2D simulation bound to its run folder; ``run()`` runs or resumes it."""
 
@@ -321,89 +422,83 @@ class TwoDSimulation:
         _save(path, stage)
         return stage
 
-    # ---- one lambda -------------------------------------------------------------------------
-    def run_lambda(self, li: int, lam: float, real: RealData, stage: dict, bar=None) -> dict:
-        import torch
+    # ---- a group of lambdas trained as one ensemble -------------------------------------------
+    def run_group(self, lis: list[int], stage: dict, bar=None) -> dict[int, dict]:
+        """Run or resume the lambdas ``lis`` as one joint ensemble (``simulations.twod_group``).
 
-        from simulations.ensemble import RunStreams
+        Every (lambda, run) pair is a member of one ensemble, started from the shared t = 0 fit
+        (``stage``); ``stability.loop.retrain`` drives the group through ``GroupedPolicy``, each
+        lambda's training set built by its own policy. After each iteration the group's
+        checkpoint ``checkpoints/lam{i-j-...}.pt`` is written atomically.
+
+        Parameters
+        ----------
+        lis : list of int
+            Indices into ``cfg.lams`` (one group of ``joint_groups``).
+        stage : dict
+            The t = 0 stage (``stage_zero``).
+        bar : tqdm or None
+            Progress bar, advanced by one per lambda and iteration.
+
+        Returns
+        -------
+        dict of int to dict of str to list of ndarray
+            Per lambda index, each metric's values at t = 0..T, one array of shape (R,) each.
+        """
+        from simulations.models2d import tile_state
+        from simulations.twod_group import GroupedPolicy, GroupModel
 
         cfg = self.cfg
-        path = self.folder.file("checkpoints", f"lam{li}.pt")
-        model = make_model(cfg, self.runs)
-        streams = RunStreams(cfg.seed, (8, _lam_key(cfg.policy, lam)), self.runs)
-        theta0 = stage["theta0"]
-        history = {m: [np.asarray(stage["metrics"][m])] for m in ("w1", "w2", "w2_sliced")}
-        history["param_distance"] = [np.zeros(cfg.runs)]
-        history["loss"] = [np.asarray(stage["state"]["last_loss"])]
-        snapshots = [np.asarray(stage["samples"][0, : cfg.n_eval])]
+        job = _GroupJob(self, lis, stage)
+        path = self.folder.file("checkpoints", "lam" + "-".join(map(str, lis)) + ".pt")
+        group = GroupModel(job.model, len(lis), job.sample_lambda)
+        pools = [None] * len(lis)
         if path.exists():
-            ck = _load(path)
-            model.load_state(ck["state"])
-            streams.set_state(ck["streams"])
-            real.streams.set_state(ck["real_streams"])
-            history = {k: [np.asarray(v) for v in vals] for k, vals in ck["history"].items()}
-            snapshots = [np.asarray(s) for s in ck["snapshots"]]
-            pool = None if ck["pool"] is None else PointSet(np.asarray(ck["pool"]))
-            loop_state = LoopState(int(ck["t"]), pool)
-            cached = _Cached(model, np.asarray(ck["cache"]))
+            t = job.restore(_load(path), group, pools)
         else:
-            model.load_state(stage["state"])
-            loop_state = LoopState(0, None)
-            cached = _Cached(model, np.asarray(stage["samples"]))
+            job.model.load_state(tile_state(stage["state"], len(lis)))
+            for view in group.views:
+                view.cache = np.asarray(stage["samples"])
+            t = 0
         if bar is not None:
-            bar.update(loop_state.t)
-        if loop_state.t >= cfg.iterations:
-            return history
-        exact = cfg.n_eval <= cfg.exact_max
-        scale = math.sqrt(model.net.params_per_run)
-        kmax = synthetic_count(lam, cfg.n)
+            bar.update(t * len(lis))
+        if t >= cfg.iterations:
+            return job.histories
+        policy = GroupedPolicy(
+            [self.policies[li] for li in lis],
+            [PointSet(r.train) for r in job.reals],
+            job.streams,
+            [r.fresh(self.source) for r in job.reals],
+            pools,
+        )
 
         def record(t, wrapped, data):
-            samples = model.sample(max(cfg.n_eval, kmax), streams).x
-            _check_finite_samples(samples, t, lam)
-            seeds = [zlib.crc32(f"{cfg.seed}|{r}|{li}|{t}".encode()) for r in self.runs]
-            d = _distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
-            for k, v in d.items():
-                history[k].append(v)
-            history["param_distance"].append(
-                (torch.linalg.vector_norm(model.params() - theta0, dim=1) / scale).numpy()
-            )
-            history["loss"].append(np.asarray(model.last_loss))
-            snapshots.append(samples[0, : cfg.n_eval])
-            cached.cache = samples
-            _save(
-                path,
-                {
-                    "t": t,
-                    "state": model.state(),
-                    "streams": streams.state(),
-                    "real_streams": real.streams.state(),
-                    "pool": None
-                    if loop_state.pool is None
-                    else torch.from_numpy(np.asarray(loop_state.pool.x)),
-                    "cache": torch.from_numpy(samples),
-                    "history": {
-                        k: [torch.from_numpy(np.asarray(v)) for v in vals]
-                        for k, vals in history.items()
-                    },
-                    "snapshots": [torch.from_numpy(np.asarray(s)) for s in snapshots],
-                },
-            )
+            job.record(t, group)
+            _save(path, job.checkpoint(t, group, pools))
             if bar is not None:
-                bar.set_postfix_str(f"lambda={lam:g} t={t} W2={np.nanmean(history['w2'][-1]):.3f}")
-                bar.update(1)
+                w2 = np.nanmean(job.histories[lis[-1]]["w2"][-1])
+                bar.set_postfix_str(f"t={t} W2(lambda={cfg.lams[lis[-1]]:g})={w2:.3f}")
+                bar.update(len(lis))
 
         retrain(
-            cached,
-            PointSet(real.train),
-            self.policies[li],
+            group,
+            None,
+            policy,
             cfg.iterations,
-            streams,
+            None,
             on_iteration=record,
-            fresh_source=real.fresh(self.source),
-            state=loop_state,
+            state=LoopState(t, None),
         )
-        return history
+        return job.histories
+
+    def groups(self) -> list[list[int]]:
+        """The lambda indices trained together (``joint``) or one by one (``joint=False``)."""
+        from simulations.twod_group import joint_groups
+
+        cfg = self.cfg
+        if not cfg.joint:
+            return [[i] for i in range(len(cfg.lams))]
+        return joint_groups(self.policies, cfg.n, cfg.n_eval, cfg.batch, cfg.iterations)
 
     # ---- everything -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -434,11 +529,13 @@ class TwoDSimulation:
                     unit="iter",
                 )
             stage = self.stage_zero(real)
+            histories = {}
+            for lis in self.groups():
+                histories.update(self.run_group(lis, stage, bar))
             rows = []
             for li, lam in enumerate(cfg.lams):
-                real_l = RealData(cfg, self.source, self.runs)  # fresh streams for policy 'fresh'
-                history = self.run_lambda(li, lam, real_l, stage, bar)
-                for m in METRICS_2D:
+                history = histories[li]
+                for m in history:
                     rows.extend(summary_rows(cfg.policy, lam, m, np.stack(history[m], axis=1)))
                 for m, v in stage["floor"].items():
                     vals = np.repeat(np.asarray(v)[:, None], cfg.iterations + 1, axis=1)
@@ -485,6 +582,17 @@ class TwoDSimulation:
         paths.append(str(grid))
         return paths
 
+    def snapshots(self, li: int) -> list:
+        """Run 0's samples of lambda ``cfg.lams[li]`` at t = 0..T, arrays of shape (n_eval, 2)."""
+        for lis in self.groups():
+            if li in lis:
+                name = "lam" + "-".join(map(str, lis)) + ".pt"
+                return [
+                    np.asarray(s)
+                    for s in _load(self.folder.file("checkpoints", name))["snapshots"][str(li)]
+                ]
+        raise KeyError(li)
+
     def sample_grid(self, path: Path) -> None:
         """Densities of run 0 per lambda (rows) and iteration (columns), Figures 3 and 4."""
         import matplotlib
@@ -507,8 +615,7 @@ class TwoDSimulation:
             squeeze=False,
         )
         for i, lam in enumerate(cfg.lams):
-            ck = _load(self.folder.file("checkpoints", f"lam{i}.pt"))
-            snaps = ck["snapshots"]
+            snaps = self.snapshots(i)
             axes[i, 0].hist2d(
                 real[:, 0],
                 real[:, 1],
