@@ -101,6 +101,29 @@ class RunStreams:
         """
         return np.stack([g.standard_normal(shape[1:]) for g in self.gens])
 
+    def standard_normal_ragged(self, counts, tail: tuple) -> np.ndarray:
+        """Standard normal draws of a different count per run, zero-padded to the largest.
+
+        Run r draws ``counts[r]`` rows from its stream, exactly what ``standard_normal`` draws
+        for a single run of that count, so its stream does not depend on the other runs' counts.
+
+        Parameters
+        ----------
+        counts : sequence of int
+            R counts.
+        tail : tuple of int
+            Shape of one row.
+
+        Returns
+        -------
+        ndarray, float64, shape ``(R, max(counts), *tail)``
+            Rows ``counts[r]:`` of run r are 0.
+        """
+        out = np.zeros((len(self.gens), max(counts), *tail))
+        for r, (g, c) in enumerate(zip(self.gens, counts)):
+            out[r, :c] = g.standard_normal((c, *tail))
+        return out
+
     def integers(self, high: int, shape: tuple) -> np.ndarray:
         """Uniform integers in [0, high), run r's slice from run r's stream.
 

@@ -88,6 +88,22 @@ def _member_rows(data, runs: int) -> tuple[torch.Tensor, list[int]]:
     return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows))), sizes
 
 
+def _counts(k, runs: int) -> list[int]:
+    """Samples per run: k for every run, or the R counts given."""
+    counts = [int(k)] * runs if np.ndim(k) == 0 else [int(c) for c in k]
+    if len(counts) != runs:
+        raise ValueError(f"{len(counts)} sample counts for {runs} runs")
+    return counts
+
+
+def _normal(rng: RunStreams, counts: list[int]) -> np.ndarray:
+    """Normal draws (R, max(counts), 2); per-run counts only when they differ."""
+    if len(set(counts)) == 1:
+        return rng.standard_normal((len(counts), counts[0], 2))
+    # rows of another run's larger count are padding: each run's stream draws its own count
+    return rng.standard_normal_ragged(counts, (2,))
+
+
 def tile_state(state: dict, copies: int) -> dict:
     """A model state (``_EnsembleModel.state``) of R runs repeated for ``copies`` x R runs.
 
@@ -393,21 +409,23 @@ class FlowModel(_EnsembleModel):
 
         Parameters
         ----------
-        k : int
-            Samples per run.
+        k : int or sequence of R ints
+            Samples per run (one count for all, or one per run: run r's rows ``k[r]:`` are
+            padding, and its stream is drawn as if it sampled ``k[r]`` alone).
         rng : RunStreams
             R streams for the initial points.
 
         Returns
         -------
         PointSet
-            ``x`` of shape (R, k, 2), float64.
+            ``x`` of shape (R, max(k), 2), float64.
         """
         from torchdiffeq import odeint
 
         r = len(self.runs)
-        x0 = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
-        if k == 0:
+        counts = _counts(k, r)
+        x0 = torch.from_numpy(_normal(rng, counts).astype(np.float32))
+        if max(counts) == 0:
             return PointSet(np.zeros((r, 0, 2)))
 
         def velocity(t, x):
@@ -499,26 +517,29 @@ class DiffusionModel(_EnsembleModel):
 
         Parameters
         ----------
-        k : int
-            Samples per run.
+        k : int or sequence of R ints
+            Samples per run (one count for all, or one per run: run r's rows ``k[r]:`` are
+            padding, and its stream is drawn as if it sampled ``k[r]`` alone).
         rng : RunStreams
             R streams for x_T and the noise z.
 
         Returns
         -------
         PointSet
-            ``x`` of shape (R, k, 2), float64.
+            ``x`` of shape (R, max(k), 2), float64.
         """
         r = len(self.runs)
+        counts = _counts(k, r)
+        k = max(counts)
         if k == 0:
             return PointSet(np.zeros((r, 0, 2)))
-        x = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
+        x = torch.from_numpy(_normal(rng, counts).astype(np.float32))
         for t in range(self.T - 1, -1, -1):
             tin = torch.full((r, k, 1), t / self.T)
             eps = self.net(torch.cat([x, tin], dim=2))
             beta, alpha, ab = float(self.betas[t]), float(self.alphas[t]), float(self.alpha_bar[t])
             x = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
             if t > 0:
-                z = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
+                z = torch.from_numpy(_normal(rng, counts).astype(np.float32))
                 x = x + math.sqrt(beta) * z
         return PointSet(x.double().numpy())

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 
 from stability.errors import RunError
-from stability.loop import LoopState, PointSet, synthetic_count
+from stability.loop import LoopState, PointSet
 
 
 @dataclass
@@ -143,17 +143,16 @@ class GroupedPolicy:
         return GroupSet(parts)
 
 
-def joint_groups(policies, n: int, n_eval: int, batch: int, iterations: int) -> list[list[int]]:
+def joint_groups(policies, n: int, batch: int, iterations: int) -> list[list[int]]:
     """The lambdas (indices into ``policies``) that can share one ensemble, in order.
 
-    Members of one ensemble must draw the same number of samples per iteration from their
-    streams (max(n_eval, floor(lam n)), drawn in one call) and use the same minibatch size at
-    every iteration (min(batch, training-set size)); lambdas differing in either are put in
-    separate groups, which run one after another.
+    Members of one ensemble must use the same minibatch size at every iteration
+    (min(batch, training-set size)); lambdas differing in it are put in separate groups, which
+    run one after another. (Sample counts may differ: each member draws its own,
+    max(n_eval, floor(lam n)), padded to the largest.)
     """
     groups: dict = {}
     for i, policy in enumerate(policies):
-        draw = max(n_eval, synthetic_count(policy.lam, n))
-        key = (draw, tuple(min(batch, s) for s in policy.sizes(n, iterations)))
+        key = tuple(min(batch, s) for s in policy.sizes(n, iterations))
         groups.setdefault(key, []).append(i)
     return list(groups.values())

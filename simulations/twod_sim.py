@@ -297,7 +297,8 @@ class _GroupJob:
         # one RealData per lambda: the same points, separate streams for policy 'fresh'
         self.reals = [RealData(cfg, sim.source, sim.runs) for _ in lis]
         self.theta0 = stage["theta0"]
-        self.draw = max(cfg.n_eval, *(synthetic_count(cfg.lams[li], cfg.n) for li in lis))
+        # each lambda draws what it draws alone: max(n_eval, floor(lam n)) samples per iteration
+        self.draws = [max(cfg.n_eval, synthetic_count(cfg.lams[li], cfg.n)) for li in lis]
         self.histories = {li: _initial_history(cfg, stage) for li in lis}
         self.snapshots = {li: [np.asarray(stage["samples"][0, : cfg.n_eval])] for li in lis}
         self.samples = None
@@ -319,12 +320,13 @@ class _GroupJob:
         import torch
 
         cfg = self.cfg
-        samples = self.samples = self.model.sample(self.draw, self.joint).x
+        counts = [d for d in self.draws for _ in self.sim.runs]
+        samples = self.samples = self.model.sample(counts, self.joint).x
         params = self.model.params()
         scale = math.sqrt(self.model.net.params_per_run)
         exact = cfg.n_eval <= cfg.exact_max
         for p, li in enumerate(self.lis):
-            mine = samples[self.members(p)]
+            mine = samples[self.members(p), : self.draws[p]]
             _check_finite_samples(mine, t, cfg.lams[li])
             seeds = [zlib.crc32(f"{cfg.seed}|{r}|{li}|{t}".encode()) for r in self.sim.runs]
             h = self.histories[li]
@@ -378,7 +380,7 @@ class _GroupJob:
         pools[:] = [None if p is None else PointSet(np.asarray(p)) for p in ck["pools"]]
         self.samples = np.asarray(ck["cache"])
         for p, view in enumerate(group.views):
-            view.cache = self.samples[self.members(p)]
+            view.cache = self.samples[self.members(p), : self.draws[p]]
         return int(ck["t"])
 
 
@@ -498,7 +500,7 @@ class TwoDSimulation:
         cfg = self.cfg
         if not cfg.joint:
             return [[i] for i in range(len(cfg.lams))]
-        return joint_groups(self.policies, cfg.n, cfg.n_eval, cfg.batch, cfg.iterations)
+        return joint_groups(self.policies, cfg.n, cfg.batch, cfg.iterations)
 
     # ---- everything -------------------------------------------------------------------------
     def run(self) -> dict:

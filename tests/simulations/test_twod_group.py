@@ -23,7 +23,7 @@ TINY = dict(
     batch=32,
     ode_steps=5,
     diffusion_steps=25,
-    n_eval=64,
+    n_eval=40,  # below n: lambda = 0 draws 40 samples per iteration, lambda = 1 and inf 64
     data="8gaussians",
     lams=(0.0, 1.0, math.inf),
 )
@@ -51,7 +51,9 @@ def test_joint_ensemble_gives_bitwise_the_numbers_of_lambdas_one_by_one(tmp_path
         alone = _load(tmp_path / "s" / "checkpoints" / f"lam{li}.pt")
         for name, v in ck["state"]["net"].items():
             assert torch.equal(v[2 * li : 2 * li + 2], alone["state"]["net"][name])
-        assert torch.equal(ck["cache"][2 * li : 2 * li + 2], alone["cache"])
+        drawn = alone["cache"].shape[1]  # the joint cache pads lambda = 0's 40 samples to 64
+        assert drawn == (40 if li == 0 else 64)
+        assert torch.equal(ck["cache"][2 * li : 2 * li + 2, :drawn], alone["cache"])
         for a, b in zip(ck["snapshots"][str(li)], alone["snapshots"][str(li)], strict=True):
             assert torch.equal(a, b)
     # the lambdas differ from each other (the test would pass trivially otherwise)
@@ -81,12 +83,20 @@ def test_joint_resume_after_a_crash_gives_the_same_numbers(tmp_path, monkeypatch
     ).read_bytes()
 
 
-def test_lambdas_drawing_different_sample_counts_are_separate_groups():
+def test_only_lambdas_with_different_minibatch_sizes_are_separate_groups():
     pol = [Policy("mix", lam) for lam in (0.0, 1.0, 2.0, math.inf)]
-    # lambda = 2 draws 2n samples per iteration, the others max(n_eval, n) = n
-    assert joint_groups(pol, n=100, n_eval=100, batch=32, iterations=3) == [[0, 1, 3], [2]]
-    # a training set smaller than the batch (lambda = 0, n = 20) gives a smaller minibatch
-    assert joint_groups(pol[:2], n=20, n_eval=40, batch=32, iterations=3) == [[0], [1]]
+    # sample counts differ (lambda = 2 draws 2n) but members draw their own: one group
+    assert joint_groups(pol, n=100, batch=32, iterations=3) == [[0, 1, 2, 3]]
+    # a training set smaller than the batch (lambda = 0 and inf, n = 20) gives a smaller minibatch
+    assert joint_groups(pol, n=20, batch=32, iterations=3) == [[0, 3], [1, 2]]
+
+
+def test_ragged_draws_are_each_runs_own_draws():
+    together = RunStreams(2, (8,), [0, 1, 2]).standard_normal_ragged([3, 5, 1], (2,))
+    assert together.shape == (3, 5, 2)
+    for r, c in enumerate([3, 5, 1]):
+        alone = RunStreams(2, (8,), [r]).standard_normal((1, c, 2))[0]
+        assert np.array_equal(together[r, :c], alone) and not together[r, c:].any()
 
 
 def test_minibatches_of_runs_with_different_sizes_are_those_each_draws_alone():
