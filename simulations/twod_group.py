@@ -52,9 +52,11 @@ class LambdaView:
         self.cache = None
 
     def fit(self, data):
+        """Refused: the group's members are fitted together (``GroupModel.fit``)."""
         raise RunError("a lambda of a joint ensemble is fitted with its group (internal error)")
 
     def sample(self, k: int, rng) -> PointSet:
+        """k samples per run of this lambda's members (cached, or drawn alone), (R, k, 2)."""
         if self.cache is None or self.cache.shape[1] < k:
             # more than the metrics drew (lam n > the t = 0 sample, at t = 1): this lambda's
             # members sample alone, from this lambda's streams
@@ -64,6 +66,7 @@ class LambdaView:
         return PointSet(out)
 
     def state(self) -> dict:
+        """The group model's state (all members)."""
         return self.group.state()
 
 
@@ -91,9 +94,11 @@ class GroupModel:
         self.model.fit(data)
 
     def sample(self, k: int, rng) -> PointSet:
+        """Refused: a group samples through its lambdas' views."""
         raise RunError("a joint ensemble samples through its lambdas' views (internal error)")
 
     def state(self) -> dict:
+        """The joint ensemble's state (``_EnsembleModel.state``), L R members."""
         return self.model.state()
 
 
@@ -124,9 +129,11 @@ class GroupedPolicy:
 
     @property
     def label(self) -> str:
+        """The lambdas' policies, e.g. ``group(mix(lam=0), mix(lam=1))``."""
         return "group(" + ", ".join(p.label for p in self.policies) + ")"
 
     def sizes(self, n: int, iterations: int) -> list[list[int]]:
+        """Each lambda's training-set sizes at t = 0..iterations."""
         return [p.sizes(n, iterations) for p in self.policies]
 
     def train_set(self, t, real, model: GroupModel, rng, state, fresh_source=None) -> GroupSet:

@@ -1,11 +1,14 @@
 """`stability simulate flow|diffusion`: Algorithm 1 with 2D flow-matching or DDPM models.
 
-Reproduces the 2D experiments of the paper (section 5, appendix G: Figures 3, 4, 7, 8): R runs
-of a setting are trained as one batched ensemble; every lambda starts from the same model fitted
-on the real data (t = 0, computed once and shared); after each iteration the run folder receives
-an atomic checkpoint (weights, Adam state, random-stream states, accumulated data, metrics), so a
-killed run resumes from its last finished iteration and ends with exactly the numbers of an
-uninterrupted run.
+Reproduces the 2D experiments of the paper (section 5, appendix G: Figures 3, 4, 7, 8): every
+lambda starts from the same model fitted on the real data (t = 0, computed once and shared);
+then the R runs of all lambdas are trained as one batched ensemble of L R members
+(``simulations.twod_group``; lambdas whose minibatch sizes differ, or ``joint=False``, run one
+group after another), with bitwise the numbers of the lambdas run one by one. After each
+iteration the run folder receives an atomic checkpoint per group (weights, Adam state,
+random-stream states, accumulated data, metrics), so a killed run resumes from its last finished
+iteration and ends with exactly the numbers of an uninterrupted run. For 8 gaussians the mode
+statistics of ``simulations.twod_modes`` are recorded with the distances.
 
 Random streams (numpy Generators, one per run; key = SeedSequence spawn key):
   (0, run)              the run's real data: training set, held-out set, and a second real
@@ -27,14 +30,20 @@ from pathlib import Path
 import numpy as np
 
 from simulations.data import TWO_D, DataSource, check_seed, make_source
-from simulations.twod_modes import MODE_METRICS, has_modes, mode_metrics
-from stability.errors import RunError, UsageError, check_lam, check_n
+from simulations.twod_job import (
+    GroupJob,
+    RealData,
+    check_finite_samples,
+    distances,
+    make_model,
+)
+from simulations.twod_modes import MODE_METRICS
+from stability.errors import UsageError, check_lam, check_n
 from stability.loop import LoopState, PointSet, Policy, retrain, synthetic_count
 from stability.runs.runfolder import (
     RunFolder,
     atomic_write_bytes,
     describe_run,
-    format_lam,
     read_summary,
     summary_rows,
     write_summary,
@@ -132,6 +141,13 @@ class TwoDConfig:
         return cfg, source, policies
 
     def options(self) -> dict:
+        """The configuration as JSON-safe values, for ``config.json`` (lambda = inf as "inf").
+
+        Returns
+        -------
+        dict
+            Every field by name; ``lams`` a list of floats and "inf".
+        """
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["lams"] = [v if math.isfinite(v) else "inf" for v in self.lams]
         return d
@@ -157,59 +173,6 @@ def memory_estimate(cfg: TwoDConfig) -> float:
     network = 4.0 * (6 * params + 8 * cfg.width * (cfg.batch + max(cfg.n_eval, k)))
     ot = 8.0 * cfg.n_eval**2 * 4 if cfg.n_eval <= cfg.exact_max else 0.0
     return cfg.runs * (points + network) + ot
-
-
-def _lam_key(policy: str, lam: float) -> int:
-    return zlib.crc32(f"{policy}|{format_lam(lam)}".encode())
-
-
-def make_model(cfg: TwoDConfig, runs: list[int]):
-    """The batched ensemble of the configuration (FlowModel or DiffusionModel)."""
-    from simulations.models2d import DiffusionModel, FlowModel, TrainConfig
-
-    train = TrainConfig(
-        init_steps=cfg.steps(cfg.init_epochs),
-        steps=cfg.steps(cfg.epochs),
-        batch=cfg.batch,
-        lr=cfg.lr,
-        width=cfg.width,
-        from_scratch=cfg.from_scratch,
-    )
-    if cfg.model == "flow":
-        return FlowModel(runs, cfg.seed, train, cfg.fm, cfg.sigma, cfg.solver, cfg.ode_steps)
-    return DiffusionModel(runs, cfg.seed, train, cfg.diffusion_steps)
-
-
-class RealData:
-    """Each run's real data (training set, held-out set, floor sample), from stream (0, run)."""
-
-    def __init__(self, cfg: TwoDConfig, source: DataSource, runs: list[int]):
-        from simulations.ensemble import RunStreams
-
-        streams = RunStreams(cfg.seed, (0,), runs)
-        self.train = np.stack([source.sample(cfg.n, g) for g in streams.gens])
-        self.heldout = np.stack([source.sample(cfg.n_eval, g) for g in streams.gens])
-        self.floor = np.stack([source.sample(cfg.n_eval, g) for g in streams.gens])
-        self.streams = streams  # continues to produce fresh data (policy 'fresh')
-
-    def fresh(self, source):
-        def draw(m, rng):
-            return PointSet(np.stack([source.sample(m, g) for g in self.streams.gens]))
-
-        return draw
-
-
-def _distances(gen: np.ndarray, ref: np.ndarray, exact: bool, seeds: list[int]) -> dict:
-    """W1, W2 (exact, if asked) and sliced W2 per run between gen and ref, shapes (R, n, 2)."""
-    from simulations.otmetrics import sliced_w2, wasserstein_batch
-
-    out = {"w2_sliced": np.array([sliced_w2(g, r, seed=s) for g, r, s in zip(gen, ref, seeds)])}
-    if exact:
-        out["w1"] = wasserstein_batch(gen, ref, 1)
-        out["w2"] = wasserstein_batch(gen, ref, 2)
-    else:
-        out["w1"] = out["w2"] = np.full(gen.shape[0], np.nan)
-    return out
 
 
 def _save(path: Path, obj: dict) -> None:
@@ -249,141 +212,6 @@ def _load(path: Path) -> dict:
     return ck
 
 
-def _check_finite_samples(samples: np.ndarray, t: int, lam: float) -> None:
-    """Stop the run (RunError) when a model's samples left float64 (a diverging fit)."""
-    if not np.all(np.isfinite(samples)):
-        runs = np.nonzero(~np.all(np.isfinite(samples), axis=(1, 2)))[0]
-        where = "" if math.isnan(lam) else f", lambda = {format_lam(lam)}"
-        raise RunError(
-            f"samples of run {int(runs[0])} are not finite at iteration t = {t}{where} "
-            f"({len(runs)} run(s)): the fit diverged (try a smaller --lr)"
-        )
-
-
-def _initial_history(cfg: TwoDConfig, stage: dict) -> dict[str, list]:
-    """Each metric's value at t = 0 (the shared fit on the real data), arrays of shape (R,)."""
-    history = {m: [np.asarray(stage["metrics"][m])] for m in ("w1", "w2", "w2_sliced")}
-    history["param_distance"] = [np.zeros(cfg.runs)]
-    history["loss"] = [np.asarray(stage["state"]["last_loss"])]
-    if has_modes(cfg.data):
-        samples = np.asarray(stage["samples"])[:, : max(cfg.n_eval, cfg.n)]
-        for k, v in mode_metrics(samples, cfg.data).items():
-            history[k] = [v]
-    return history
-
-
-class _GroupJob:
-    """What one group's run holds besides the model: streams, real data, metrics, snapshots.
-
-    Parameters
-    ----------
-    sim : TwoDSimulation
-    lis : list of int
-        The group's lambda indices; member p R + r is the p-th lambda's run r.
-    stage : dict
-        The t = 0 stage.
-    """
-
-    def __init__(self, sim: TwoDSimulation, lis: list[int], stage: dict):
-        from simulations.ensemble import RunStreams
-
-        cfg = self.cfg = sim.cfg
-        self.sim, self.lis = sim, list(lis)
-        self.model = make_model(cfg, sim.runs * len(lis))
-        self.streams = [
-            RunStreams(cfg.seed, (8, _lam_key(cfg.policy, cfg.lams[li])), sim.runs) for li in lis
-        ]
-        self.joint = RunStreams.joined(self.streams)
-        # one RealData per lambda: the same points, separate streams for policy 'fresh'
-        self.reals = [RealData(cfg, sim.source, sim.runs) for _ in lis]
-        self.theta0 = stage["theta0"]
-        # each lambda draws what it draws alone: max(n_eval, floor(lam n)) samples per iteration
-        self.draws = [max(cfg.n_eval, synthetic_count(cfg.lams[li], cfg.n)) for li in lis]
-        self.histories = {li: _initial_history(cfg, stage) for li in lis}
-        self.snapshots = {li: [np.asarray(stage["samples"][0, : cfg.n_eval])] for li in lis}
-        self.samples = None
-
-    def members(self, p: int) -> slice:
-        """The members of the p-th lambda of the group."""
-        return slice(p * self.cfg.runs, (p + 1) * self.cfg.runs)
-
-    def sample_lambda(self, p: int, k: int, rng) -> PointSet:
-        """k samples per run of the p-th lambda alone (when its cached samples are too few)."""
-        sub = make_model(self.cfg, self.sim.runs)
-        sub.net.load_state_dict(
-            {n: v[self.members(p)] for n, v in self.model.net.state_dict().items()}
-        )
-        return sub.sample(k, rng)
-
-    def record(self, t: int, group) -> None:
-        """Sample theta_t for every member, record each lambda's metrics, refill the caches."""
-        import torch
-
-        cfg = self.cfg
-        counts = [d for d in self.draws for _ in self.sim.runs]
-        samples = self.samples = self.model.sample(counts, self.joint).x
-        params = self.model.params()
-        scale = math.sqrt(self.model.net.params_per_run)
-        exact = cfg.n_eval <= cfg.exact_max
-        for p, li in enumerate(self.lis):
-            mine = samples[self.members(p), : self.draws[p]]
-            _check_finite_samples(mine, t, cfg.lams[li])
-            seeds = [zlib.crc32(f"{cfg.seed}|{r}|{li}|{t}".encode()) for r in self.sim.runs]
-            h = self.histories[li]
-            for k, v in _distances(
-                mine[:, : cfg.n_eval], self.reals[p].heldout, exact, seeds
-            ).items():
-                h[k].append(v)
-            dist = torch.linalg.vector_norm(params[self.members(p)] - self.theta0, dim=1)
-            h["param_distance"].append((dist / scale).numpy())
-            h["loss"].append(np.asarray(self.model.last_loss[self.members(p)]))
-            if has_modes(cfg.data):
-                modes = mode_metrics(mine[:, : max(cfg.n_eval, cfg.n)], cfg.data)
-                for k, v in modes.items():
-                    h[k].append(v)
-            self.snapshots[li].append(mine[0, : cfg.n_eval])
-            group.views[p].cache = mine
-
-    def checkpoint(self, t: int, group, pools: list) -> dict:
-        """Everything ``restore`` needs to continue after iteration t exactly."""
-        import torch
-
-        def tensors(values):
-            return [torch.from_numpy(np.asarray(v)) for v in values]
-
-        return {
-            "t": t,
-            "state": self.model.state(),
-            "streams": [s.state() for s in self.streams],
-            "real_streams": [r.streams.state() for r in self.reals],
-            "pools": [None if p is None else torch.from_numpy(np.asarray(p.x)) for p in pools],
-            "cache": torch.from_numpy(self.samples),
-            "histories": {
-                str(li): {k: tensors(vals) for k, vals in self.histories[li].items()}
-                for li in self.lis
-            },
-            "snapshots": {str(li): tensors(self.snapshots[li]) for li in self.lis},
-        }
-
-    def restore(self, ck: dict, group, pools: list) -> int:
-        """Restore a ``checkpoint`` (model, streams, metrics, pools, caches); returns its t."""
-        self.model.load_state(ck["state"])
-        for s, state in zip(self.streams, ck["streams"]):
-            s.set_state(state)
-        for r, state in zip(self.reals, ck["real_streams"]):
-            r.streams.set_state(state)
-        self.histories = {
-            li: {k: [np.asarray(v) for v in vals] for k, vals in ck["histories"][str(li)].items()}
-            for li in self.lis
-        }
-        self.snapshots = {li: [np.asarray(v) for v in ck["snapshots"][str(li)]] for li in self.lis}
-        pools[:] = [None if p is None else PointSet(np.asarray(p)) for p in ck["pools"]]
-        self.samples = np.asarray(ck["cache"])
-        for p, view in enumerate(group.views):
-            view.cache = self.samples[self.members(p), : self.draws[p]]
-        return int(ck["t"])
-
-
 class TwoDSimulation:
     """A 2D simulation bound to its run folder; ``run()`` runs or resumes it."""
 
@@ -396,6 +224,20 @@ class TwoDSimulation:
 
     # ---- t = 0, shared by every lambda -------------------------------------------------------
     def stage_zero(self, real: RealData) -> dict:
+        """The fit on the real data (t = 0), shared by every lambda; computed once, then read.
+
+        Parameters
+        ----------
+        real : RealData
+            Each run's training (R, n, 2), held-out and floor (R, n_eval, 2) points.
+
+        Returns
+        -------
+        dict
+            ``state`` (the model's, for R runs), ``samples`` (tensor (R, max(n_eval, n), 2),
+            theta_0's samples: metrics at t = 0 and the synthetic data of t = 1), ``theta0``
+            (tensor (R, p)), ``metrics`` and ``floor`` (tensors (R,) per distance).
+        """
         import torch
 
         path = self.folder.file("checkpoints", "t0.pt")
@@ -409,11 +251,11 @@ class TwoDSimulation:
         # max(n_eval, n) whatever the lambda values, so that a lambda's numbers do not depend on
         # the others; a lambda > 1 needing more synthetic points draws them from its own stream.
         samples = model.sample(max(cfg.n_eval, cfg.n), RunStreams(cfg.seed, (7,), self.runs)).x
-        _check_finite_samples(samples, 0, math.nan)
+        check_finite_samples(samples, 0, math.nan)
         exact = cfg.n_eval <= cfg.exact_max
         seeds = [zlib.crc32(f"{cfg.seed}|{r}|0".encode()) for r in self.runs]
-        metrics = _distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
-        floor = _distances(real.floor, real.heldout, exact, [s + 1 for s in seeds])
+        metrics = distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
+        floor = distances(real.floor, real.heldout, exact, [s + 1 for s in seeds])
         stage = {
             "state": model.state(),
             "samples": torch.from_numpy(samples),
@@ -451,7 +293,7 @@ class TwoDSimulation:
         from simulations.twod_group import GroupedPolicy, GroupModel
 
         cfg = self.cfg
-        job = _GroupJob(self, lis, stage)
+        job = GroupJob(self, lis, stage)
         path = self.folder.file("checkpoints", "lam" + "-".join(map(str, lis)) + ".pt")
         group = GroupModel(job.model, len(lis), job.sample_lambda)
         pools = [None] * len(lis)
@@ -550,34 +392,25 @@ class TwoDSimulation:
         return self.describe(rows, figures)
 
     def figures(self, rows: list[dict]) -> list[str]:
-        from stability.runs.plots import metric_figure, save_figure
+        """Draw the missing figures of a finished run (metric curves, density grid).
+
+        Parameters
+        ----------
+        rows : list of dict
+            The run's summary rows.
+
+        Returns
+        -------
+        list of str
+            Paths of every figure, drawn now or before.
+        """
+        from simulations.twod_figures import metric_curves
 
         cfg = self.cfg
         out = self.folder.file("figures")
-        paths = []
-        what = f"{cfg.model} ({cfg.fm if cfg.model == 'flow' else 'DDPM'}), {cfg.data}, n={cfg.n}, {cfg.runs} runs"
-        for metric in ("w1", "w2", "w2_sliced", "param_distance"):
-            path = out / f"{metric}.png"
-            if not path.exists():
-                overlays = []
-                floor = [r for r in rows if r["metric"] == f"{metric}_floor"]
-                if floor:
-                    t = np.arange(cfg.iterations + 1)
-                    overlays.append(
-                        (
-                            "floor: two real samples",
-                            t,
-                            np.full(t.shape, floor[0]["mean"]),
-                            dict(color="k", ls=":", lw=1),
-                        )
-                    )
-                title = {"param_distance": "||theta_t - theta_0|| / sqrt(p)  (Figure 8)"}.get(
-                    metric, f"{metric} to held-out real data (Figure 7)"
-                )
-                save_figure(
-                    metric_figure(rows, metric, f"{title}\n{what}", overlays, band="std"), path
-                )
-            paths.append(str(path))
+        model = cfg.fm if cfg.model == "flow" else "DDPM"
+        what = f"{cfg.model} ({model}), {cfg.data}, n={cfg.n}, {cfg.runs} runs"
+        paths = metric_curves(rows, out, what, cfg.iterations)
         grid = out / "samples.png"
         if not grid.exists():
             self.sample_grid(grid)
@@ -588,63 +421,30 @@ class TwoDSimulation:
         """Run 0's samples of lambda ``cfg.lams[li]`` at t = 0..T, arrays of shape (n_eval, 2)."""
         for lis in self.groups():
             if li in lis:
-                name = "lam" + "-".join(map(str, lis)) + ".pt"
-                return [
-                    np.asarray(s)
-                    for s in _load(self.folder.file("checkpoints", name))["snapshots"][str(li)]
-                ]
+                ck = _load(self.folder.file("checkpoints", "lam" + "-".join(map(str, lis)) + ".pt"))
+                return [np.asarray(s) for s in ck["snapshots"][str(li)]]
         raise KeyError(li)
 
     def sample_grid(self, path: Path) -> None:
-        """Densities of run 0 per lambda (rows) and iteration (columns), Figures 3 and 4."""
-        import matplotlib
+        """Densities of run 0 per lambda (rows) and iteration (columns), Figures 3 and 4.
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        from stability.runs.plots import save_figure
+        Parameters
+        ----------
+        path : Path
+            The PNG to write (``simulations.twod_figures.density_grid``).
+        """
+        from simulations.twod_figures import density_grid, grid_columns, row_label
 
         cfg = self.cfg
-        cols = sorted(
-            {0, cfg.iterations // 4, cfg.iterations // 2, (3 * cfg.iterations) // 4, cfg.iterations}
-        )
         real = RealData(cfg, self.source, [0]).heldout[0]
-        lo, hi = real.min(0) - 1.5, real.max(0) + 1.5
-        fig, axes = plt.subplots(
-            len(cfg.lams),
-            len(cols) + 1,
-            figsize=(2.2 * (len(cols) + 1), 2.2 * len(cfg.lams)),
-            squeeze=False,
+        density_grid(
+            path,
+            real,
+            [self.snapshots(i) for i in range(len(cfg.lams))],
+            [row_label(lam) for lam in cfg.lams],
+            grid_columns(cfg.iterations),
+            f"{cfg.model}, {cfg.data}, n = {cfg.n}: densities of run 0 ({cfg.n_eval} samples each)",
         )
-        for i, lam in enumerate(cfg.lams):
-            snaps = self.snapshots(i)
-            axes[i, 0].hist2d(
-                real[:, 0],
-                real[:, 1],
-                bins=60,
-                range=[[lo[0], hi[0]], [lo[1], hi[1]]],
-                cmap="viridis",
-            )
-            axes[i, 0].set_ylabel("fully synthetic" if math.isinf(lam) else f"lambda = {lam:g}")
-            for j, t in enumerate(cols, start=1):
-                s = np.asarray(snaps[t])
-                axes[i, j].hist2d(
-                    s[:, 0],
-                    s[:, 1],
-                    bins=60,
-                    range=[[lo[0], hi[0]], [lo[1], hi[1]]],
-                    cmap="viridis",
-                )
-                if i == 0:
-                    axes[i, j].set_title(f"t = {t}")
-            if i == 0:
-                axes[i, 0].set_title("real data")
-        for ax in axes.ravel():
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"{cfg.model}, {cfg.data}: densities of run 0")
-        fig.tight_layout()
-        save_figure(fig, path)
 
     def describe(self, rows, figures) -> dict:
         """Summary of a finished run: paths and each metric's mean +- se at the last iteration."""

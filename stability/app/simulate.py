@@ -17,6 +17,13 @@ def _lams(values: list[str]) -> tuple:
 
 
 def gaussian_parser() -> argparse.ArgumentParser:
+    """The options of ``stability simulate gaussian`` (those of ``GaussianSimConfig``).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Every option defaults to None (the configuration's default), except the flags.
+    """
     p = ArgParser(
         prog="stability simulate gaussian",
         description="Algorithm 1 with a Gaussian model: exact (sufficient statistics) or sampled.",
@@ -75,6 +82,18 @@ def gaussian_parser() -> argparse.ArgumentParser:
 
 
 def main_gaussian(argv: list[str]) -> int:
+    """``stability simulate gaussian``: run or resume a Gaussian simulation, print its summary.
+
+    Parameters
+    ----------
+    argv : list of str
+        The options (``gaussian_parser``).
+
+    Returns
+    -------
+    int
+        0 (errors are raised: UsageError before anything is written, RunError during the run).
+    """
     from simulations.gaussian import METRICS
     from simulations.gaussian_sim import GaussianSimConfig, run_gaussian_simulation
 
