@@ -109,3 +109,22 @@ def test_minibatches_of_runs_with_different_sizes_are_those_each_draws_alone():
         assert together[:, r].max() < size
     with pytest.raises(ValueError):
         minibatch_indices(RunStreams(3, (1,), [0, 1]), [8, 64], 16, 3)
+
+
+def test_report_of_a_run_folder_reads_the_checkpoint_metrics(tmp_path, capsys):
+    from simulations import twod_report
+    from stability.runs.runfolder import read_summary
+
+    folder = tmp_path / "run"
+    tw.TwoDSimulation(tw.TwoDConfig(model="diffusion", **{**TINY, "runs": 1}), folder).run()
+    sim, histories = twod_report.load_run(folder)
+    rows = read_summary(folder / "summary.csv")
+    for li, lam in enumerate(TINY["lams"]):
+        for m in ("w2", "mode_spread_ratio"):
+            want = [r["mean"] for r in rows if r["lam"] == lam and r["metric"] == m]
+            assert np.allclose(histories[li][m][0], want, rtol=0, atol=0)
+    assert twod_report.main([str(folder), "--at", "0", "3", "--figures", str(tmp_path / "f")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([ln for ln in lines if ln.split()[:2] in (["0", "3"], ["inf", "3"])]) == 2
+    for name in ("density", "w2", "mode_weight_tv", "mode_spread_ratio"):
+        assert (tmp_path / f"f_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
