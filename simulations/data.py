@@ -92,6 +92,23 @@ def sample_8gaussians_ffjord(n: int, rng: np.random.Generator) -> np.ndarray:
     return (centres + 0.5 * rng.standard_normal((n, 2))) / 1.414
 
 
+def mode_centres_and_spread(name: str) -> tuple[np.ndarray, float] | None:
+    """Mode centres and noise standard deviation of an 8-gaussians data set (None otherwise).
+
+    Returns
+    -------
+    centres : ndarray, shape (8, 2)
+        The mixture's component means, as sampled by ``sample_8gaussians*``.
+    spread : float
+        The per-coordinate standard deviation of a component.
+    """
+    if name == "8gaussians":
+        return 5 * _CENTRES, 0.1**0.25
+    if name == "8gaussians-ffjord":
+        return 4 * _CENTRES / 1.414, 0.5 / 1.414
+    return None
+
+
 def population_moments(name: str, dim: int = 2, cond: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Exact mean (d,) and covariance (d, d) of a named data distribution."""
     if name == "gaussian":

@@ -57,6 +57,18 @@ class RunStreams:
             for r in runs
         ]
 
+    @classmethod
+    def joined(cls, parts: list[RunStreams]) -> RunStreams:
+        """The streams of several RunStreams, in order, as one (the same Generator objects).
+
+        Drawing from the joined object advances the parts' streams, so the parts can keep being
+        used for their own runs (a joint ensemble samples all lambdas at once, each lambda's
+        policy draws from its own streams).
+        """
+        out = cls.__new__(cls)
+        out.gens = [g for p in parts for g in p.gens]
+        return out
+
     def __len__(self) -> int:
         """R, the number of runs (streams)."""
         return len(self.gens)
@@ -88,6 +100,29 @@ class RunStreams:
         ndarray, float64, shape ``(R, *rest)``
         """
         return np.stack([g.standard_normal(shape[1:]) for g in self.gens])
+
+    def standard_normal_ragged(self, counts, tail: tuple) -> np.ndarray:
+        """Standard normal draws of a different count per run, zero-padded to the largest.
+
+        Run r draws ``counts[r]`` rows from its stream, exactly what ``standard_normal`` draws
+        for a single run of that count, so its stream does not depend on the other runs' counts.
+
+        Parameters
+        ----------
+        counts : sequence of int
+            R counts.
+        tail : tuple of int
+            Shape of one row.
+
+        Returns
+        -------
+        ndarray, float64, shape ``(R, max(counts), *tail)``
+            Rows ``counts[r]:`` of run r are 0.
+        """
+        out = np.zeros((len(self.gens), max(counts), *tail))
+        for r, (g, c) in enumerate(zip(self.gens, counts)):
+            out[r, :c] = g.standard_normal((c, *tail))
+        return out
 
     def integers(self, high: int, shape: tuple) -> np.ndarray:
         """Uniform integers in [0, high), run r's slice from run r's stream.
@@ -201,19 +236,22 @@ class EnsembleMLP(torch.nn.Module):
         return sum(p[0].numel() for p in self.parameters())
 
 
-def minibatch_indices(streams: RunStreams, size: int, batch: int, steps: int) -> np.ndarray:
+def minibatch_indices(streams: RunStreams, size, batch: int, steps: int) -> np.ndarray:
     """Epoch-style minibatches for each run: shuffle, take batches, reshuffle when exhausted.
 
-    A partial batch at the end of an epoch is dropped, as with ``drop_last=True``.
+    A partial batch at the end of an epoch is dropped, as with ``drop_last=True``. Run r's
+    minibatches depend only on its stream and its own training-set size, so runs of different
+    sizes (the lambdas of a joint ensemble: n real points, n + lam n, or n synthetic) draw
+    exactly what each would draw alone.
 
     Parameters
     ----------
     streams : RunStreams
         R streams; run r's permutations come from run r's stream.
-    size : int
-        Number of points in each run's training set.
+    size : int or sequence of int
+        Number of points in each run's training set: one size for all runs, or R sizes.
     batch : int
-        Minibatch size (capped at ``size``).
+        Minibatch size (capped at each run's size; the capped sizes must be equal).
     steps : int
         Number of minibatches per run.
 
@@ -223,11 +261,17 @@ def minibatch_indices(streams: RunStreams, size: int, batch: int, steps: int) ->
         Indices into each run's training set; ``out[k, r]`` is run r's k-th minibatch.
     """
     runs = len(streams)
-    batch = min(batch, size)
-    per_epoch = size // batch
-    epochs = math.ceil(steps / per_epoch)
-    out = np.empty((runs, epochs * per_epoch, batch), dtype=np.int64)
-    for r, g in enumerate(streams.gens):
-        perms = np.stack([g.permutation(size)[: per_epoch * batch] for _ in range(epochs)])
-        out[r] = perms.reshape(epochs * per_epoch, batch)
-    return np.ascontiguousarray(out[:, :steps].transpose(1, 0, 2))
+    sizes = [int(size)] * runs if np.ndim(size) == 0 else [int(s) for s in size]
+    if len(sizes) != runs:
+        raise ValueError(f"{len(sizes)} training-set sizes for {runs} runs")
+    batches = {min(batch, s) for s in sizes}
+    if len(batches) != 1:
+        raise ValueError(f"runs of sizes {sorted(set(sizes))} give different minibatch sizes")
+    batch = batches.pop()
+    out = np.empty((runs, steps, batch), dtype=np.int64)
+    for r, (g, s) in enumerate(zip(streams.gens, sizes)):
+        per_epoch = s // batch
+        epochs = math.ceil(steps / per_epoch)
+        perms = np.stack([g.permutation(s)[: per_epoch * batch] for _ in range(epochs)])
+        out[r] = perms.reshape(epochs * per_epoch, batch)[:steps]
+    return np.ascontiguousarray(out.transpose(1, 0, 2))

@@ -73,6 +73,62 @@ def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(net.parameters(), lr=lr, fused=True)
 
 
+def _member_rows(data, runs: int) -> tuple[torch.Tensor, list[int]]:
+    """Every run's training points as one float32 (sum of sizes, 2) tensor, and the sizes.
+
+    ``data`` is a PointSet of shape (R, size, 2), or any object whose ``parts`` is a list of
+    PointSets of shapes (R_i, size_i, 2) covering the runs in order (sum of R_i = R): the
+    lambdas of a joint ensemble, whose training sets differ in size.
+    """
+    parts = getattr(data, "parts", None) or [data]
+    sizes = [p.size for p in parts for _ in range(p.x.shape[0])]
+    if len(sizes) != runs:
+        raise ValueError(f"training data for {len(sizes)} runs given to an ensemble of {runs}")
+    rows = [np.asarray(p.x, dtype=np.float32).reshape(-1, p.x.shape[-1]) for p in parts]
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(rows))), sizes
+
+
+def _counts(k, runs: int) -> list[int]:
+    """Samples per run: k for every run, or the R counts given."""
+    counts = [int(k)] * runs if np.ndim(k) == 0 else [int(c) for c in k]
+    if len(counts) != runs:
+        raise ValueError(f"{len(counts)} sample counts for {runs} runs")
+    return counts
+
+
+def _normal(rng: RunStreams, counts: list[int]) -> np.ndarray:
+    """Normal draws (R, max(counts), 2); per-run counts only when they differ."""
+    if len(set(counts)) == 1:
+        return rng.standard_normal((len(counts), counts[0], 2))
+    # rows of another run's larger count are padding: each run's stream draws its own count
+    return rng.standard_normal_ragged(counts, (2,))
+
+
+def tile_state(state: dict, copies: int) -> dict:
+    """A model state (``_EnsembleModel.state``) of R runs repeated for ``copies`` x R runs.
+
+    Run r of copy c (index c R + r) gets run r's weights, Adam moments, random-stream states
+    and last loss: the lambdas of a joint ensemble all continue from the shared t = 0 fit.
+    Adam's step counter is a scalar shared by all runs and is kept as it is.
+    """
+
+    def tile(v):
+        if torch.is_tensor(v) and v.dim() > 0:
+            return torch.cat([v] * copies, dim=0)
+        return copy.deepcopy(v)
+
+    opt = copy.deepcopy(state["opt"])
+    opt["state"] = {k: {n: tile(v) for n, v in s.items()} for k, s in opt["state"].items()}
+    return {
+        "net": {k: tile(v) for k, v in state["net"].items()},
+        "opt": opt,
+        "train_streams": list(state["train_streams"]) * copies,
+        "init_streams": list(state["init_streams"]) * copies,
+        "fits": state["fits"],
+        "last_loss": tile(state["last_loss"]),
+    }
+
+
 class _EnsembleModel:
     """Shared machinery: the network, Adam, the training streams, checkpoints.
 
@@ -118,21 +174,20 @@ class _EnsembleModel:
             self.net.reset_parameters(self.init_streams)
             self.opt = _adam(self.net, self.train_cfg.lr)
         steps = self.train_cfg.init_steps if self.fits == 0 else self.train_cfg.steps
-        x = torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32))
+        x, sizes = _member_rows(data, len(self.runs))
         idx = torch.from_numpy(
-            minibatch_indices(self.train_streams, data.size, self.train_cfg.batch, steps)
+            minibatch_indices(self.train_streams, sizes, self.train_cfg.batch, steps)
         )
-        # rows of x flattened to (R * size, 2): one index_select per step (3x faster than
-        # advanced indexing with a run index)
-        idx += torch.arange(len(self.runs))[:, None] * data.size
-        x = x.reshape(-1, x.shape[-1])
+        # rows of every run's set flattened to (sum of sizes, 2): one index_select per step (3x
+        # faster than advanced indexing with a run index)
+        idx += torch.from_numpy(np.cumsum([0, *sizes[:-1]]))[:, None]
         losses = []
         for start in range(0, steps, _CHUNK):
             chunk = idx[start : start + _CHUNK]
             noise = self._draw_chunk(chunk.shape[0], chunk.shape[2])
             for k in range(chunk.shape[0]):
                 batch = x.index_select(0, chunk[k].reshape(-1)).view(*chunk[k].shape, -1)
-                loss = self._loss(batch, {name: arr[:, k] for name, arr in noise.items()})
+                loss = self._loss(batch, {name: arr[k] for name, arr in noise.items()})
                 self.opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 self.opt.step()
@@ -321,7 +376,7 @@ class FlowModel(_EnsembleModel):
         }
         if self.matcher_name != "cfm":
             out["pair_u"] = s.random((r, steps, batch))
-        return out
+        return {k: v.swapaxes(0, 1) for k, v in out.items()}  # step-major: out[k] is step k
 
     def _couple(self, x0: np.ndarray, x1: np.ndarray, u: np.ndarray):
         """Per-run exact-OT pairing of (R, B, 2) minibatches (one batched solver call).
@@ -354,21 +409,23 @@ class FlowModel(_EnsembleModel):
 
         Parameters
         ----------
-        k : int
-            Samples per run.
+        k : int or sequence of R ints
+            Samples per run (one count for all, or one per run: run r's rows ``k[r]:`` are
+            padding, and its stream is drawn as if it sampled ``k[r]`` alone).
         rng : RunStreams
             R streams for the initial points.
 
         Returns
         -------
         PointSet
-            ``x`` of shape (R, k, 2), float64.
+            ``x`` of shape (R, max(k), 2), float64.
         """
         from torchdiffeq import odeint
 
         r = len(self.runs)
-        x0 = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
-        if k == 0:
+        counts = _counts(k, r)
+        x0 = torch.from_numpy(_normal(rng, counts).astype(np.float32))
+        if max(counts) == 0:
             return PointSet(np.zeros((r, 0, 2)))
 
         def velocity(t, x):
@@ -435,14 +492,17 @@ class DiffusionModel(_EnsembleModel):
     def _draw_chunk(self, steps, batch):
         s = self.train_streams
         r = len(self.runs)
+        t = s.integers(self.T, (r, steps, batch)).swapaxes(0, 1)
+        eps = s.standard_normal((r, steps, batch, 2)).swapaxes(0, 1)
+        # converted once per chunk, step-major and contiguous, so that a step slices tensors
+        # instead of converting numpy arrays (the step is dispatch-bound at a few runs)
         return {
-            "t": s.integers(self.T, (r, steps, batch)),
-            "eps": s.standard_normal((r, steps, batch, 2)),
+            "t": torch.from_numpy(np.ascontiguousarray(t)),
+            "eps": torch.from_numpy(np.ascontiguousarray(eps, dtype=np.float32)),
         }
 
     def _loss(self, x0, noise):
-        t = torch.from_numpy(noise["t"])
-        eps = torch.from_numpy(noise["eps"].astype(np.float32))
+        t, eps = noise["t"], noise["eps"]
         xt = self._signal[t][..., None] * x0 + self._noise[t][..., None] * eps
         tin = (t.float() / self.T)[..., None]
         pred = self.net(torch.cat([xt, tin], dim=2))
@@ -457,26 +517,29 @@ class DiffusionModel(_EnsembleModel):
 
         Parameters
         ----------
-        k : int
-            Samples per run.
+        k : int or sequence of R ints
+            Samples per run (one count for all, or one per run: run r's rows ``k[r]:`` are
+            padding, and its stream is drawn as if it sampled ``k[r]`` alone).
         rng : RunStreams
             R streams for x_T and the noise z.
 
         Returns
         -------
         PointSet
-            ``x`` of shape (R, k, 2), float64.
+            ``x`` of shape (R, max(k), 2), float64.
         """
         r = len(self.runs)
+        counts = _counts(k, r)
+        k = max(counts)
         if k == 0:
             return PointSet(np.zeros((r, 0, 2)))
-        x = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
+        x = torch.from_numpy(_normal(rng, counts).astype(np.float32))
         for t in range(self.T - 1, -1, -1):
             tin = torch.full((r, k, 1), t / self.T)
             eps = self.net(torch.cat([x, tin], dim=2))
             beta, alpha, ab = float(self.betas[t]), float(self.alphas[t]), float(self.alpha_bar[t])
             x = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
             if t > 0:
-                z = torch.from_numpy(rng.standard_normal((r, k, 2)).astype(np.float32))
+                z = torch.from_numpy(_normal(rng, counts).astype(np.float32))
                 x = x + math.sqrt(beta) * z
         return PointSet(x.double().numpy())

@@ -1,11 +1,14 @@
 """`stability simulate flow|diffusion`: Algorithm 1 with 2D flow-matching or DDPM models.
 
-Reproduces the 2D experiments of the paper (section 5, appendix G: Figures 3, 4, 7, 8): R runs
-of a setting are trained as one batched ensemble; every lambda starts from the same model fitted
-on the real data (t = 0, computed once and shared); after each iteration the run folder receives
-an atomic checkpoint (weights, Adam state, random-stream states, accumulated data, metrics), so a
-killed run resumes from its last finished iteration and ends with exactly the numbers of an
-uninterrupted run.
+Reproduces the 2D experiments of the paper (section 5, appendix G: Figures 3, 4, 7, 8): every
+lambda starts from the same model fitted on the real data (t = 0, computed once and shared);
+then the R runs of all lambdas are trained as one batched ensemble of L R members
+(``simulations.twod_group``; lambdas whose minibatch sizes differ, or ``joint=False``, run one
+group after another), with bitwise the numbers of the lambdas run one by one. After each
+iteration the run folder receives an atomic checkpoint per group (weights, Adam state,
+random-stream states, accumulated data, metrics), so a killed run resumes from its last finished
+iteration and ends with exactly the numbers of an uninterrupted run. For 8 gaussians the mode
+statistics of ``simulations.twod_modes`` are recorded with the distances.
 
 Random streams (numpy Generators, one per run; key = SeedSequence spawn key):
   (0, run)              the run's real data: training set, held-out set, and a second real
@@ -27,13 +30,20 @@ from pathlib import Path
 import numpy as np
 
 from simulations.data import TWO_D, DataSource, check_seed, make_source
-from stability.errors import RunError, UsageError, check_lam, check_n
+from simulations.twod_job import (
+    GroupJob,
+    RealData,
+    check_finite_samples,
+    distances,
+    make_model,
+)
+from simulations.twod_modes import MODE_METRICS
+from stability.errors import UsageError, check_lam, check_n
 from stability.loop import LoopState, PointSet, Policy, retrain, synthetic_count
 from stability.runs.runfolder import (
     RunFolder,
     atomic_write_bytes,
     describe_run,
-    format_lam,
     read_summary,
     summary_rows,
     write_summary,
@@ -41,6 +51,7 @@ from stability.runs.runfolder import (
 
 MODELS = ("flow", "diffusion")
 METRICS_2D = ("w1", "w2", "w2_sliced", "param_distance", "loss")
+MODE_METRICS_2D = MODE_METRICS  # recorded too when the data has modes (8 gaussians)
 FLOOR_METRICS = ("w1_floor", "w2_floor", "w2_sliced_floor")
 
 
@@ -71,6 +82,7 @@ class TwoDConfig:
     n_fresh: int | None = None
     subsample_size: int | None = None
     seed: int = 0
+    joint: bool = True
 
     def resolve(self) -> tuple[TwoDConfig, DataSource, list[Policy]]:
         """Validate every option (ValueError with one line) and fill the defaults."""
@@ -129,6 +141,13 @@ class TwoDConfig:
         return cfg, source, policies
 
     def options(self) -> dict:
+        """The configuration as JSON-safe values, for ``config.json`` (lambda = inf as "inf").
+
+        Returns
+        -------
+        dict
+            Every field by name; ``lams`` a list of floats and "inf".
+        """
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["lams"] = [v if math.isfinite(v) else "inf" for v in self.lams]
         return d
@@ -154,83 +173,6 @@ def memory_estimate(cfg: TwoDConfig) -> float:
     network = 4.0 * (6 * params + 8 * cfg.width * (cfg.batch + max(cfg.n_eval, k)))
     ot = 8.0 * cfg.n_eval**2 * 4 if cfg.n_eval <= cfg.exact_max else 0.0
     return cfg.runs * (points + network) + ot
-
-
-def _lam_key(policy: str, lam: float) -> int:
-    return zlib.crc32(f"{policy}|{format_lam(lam)}".encode())
-
-
-def make_model(cfg: TwoDConfig, runs: list[int]):
-    """The batched ensemble of the configuration (FlowModel or DiffusionModel)."""
-    from simulations.models2d import DiffusionModel, FlowModel, TrainConfig
-
-    train = TrainConfig(
-        init_steps=cfg.steps(cfg.init_epochs),
-        steps=cfg.steps(cfg.epochs),
-        batch=cfg.batch,
-        lr=cfg.lr,
-        width=cfg.width,
-        from_scratch=cfg.from_scratch,
-    )
-    if cfg.model == "flow":
-        return FlowModel(runs, cfg.seed, train, cfg.fm, cfg.sigma, cfg.solver, cfg.ode_steps)
-    return DiffusionModel(runs, cfg.seed, train, cfg.diffusion_steps)
-
-
-class RealData:
-    """Each run's real data (training set, held-out set, floor sample), from stream (0, run)."""
-
-    def __init__(self, cfg: TwoDConfig, source: DataSource, runs: list[int]):
-        from simulations.ensemble import RunStreams
-
-        streams = RunStreams(cfg.seed, (0,), runs)
-        self.train = np.stack([source.sample(cfg.n, g) for g in streams.gens])
-        self.heldout = np.stack([source.sample(cfg.n_eval, g) for g in streams.gens])
-        self.floor = np.stack([source.sample(cfg.n_eval, g) for g in streams.gens])
-        self.streams = streams  # continues to produce fresh data (policy 'fresh')
-
-    def fresh(self, source):
-        def draw(m, rng):
-            return PointSet(np.stack([source.sample(m, g) for g in self.streams.gens]))
-
-        return draw
-
-
-class _Cached:
-    """Serves the samples drawn for the metrics of iteration t as the synthetic data of t + 1.
-
-    Both are fresh draws from theta_t, so reusing them halves the sampling cost without changing
-    the process (Algorithm 1 samples theta_t once per iteration).
-    """
-
-    def __init__(self, model, cache: np.ndarray | None = None):
-        self.model = model
-        self.cache = cache
-
-    def fit(self, data):
-        self.model.fit(data)
-
-    def sample(self, k, rng):
-        if self.cache is not None and self.cache.shape[1] >= k:
-            out, self.cache = self.cache[:, :k], None
-            return PointSet(out)
-        return self.model.sample(k, rng)
-
-    def state(self):
-        return self.model.state()
-
-
-def _distances(gen: np.ndarray, ref: np.ndarray, exact: bool, seeds: list[int]) -> dict:
-    """W1, W2 (exact, if asked) and sliced W2 per run between gen and ref, shapes (R, n, 2)."""
-    from simulations.otmetrics import sliced_w2, wasserstein_batch
-
-    out = {"w2_sliced": np.array([sliced_w2(g, r, seed=s) for g, r, s in zip(gen, ref, seeds)])}
-    if exact:
-        out["w1"] = wasserstein_batch(gen, ref, 1)
-        out["w2"] = wasserstein_batch(gen, ref, 2)
-    else:
-        out["w1"] = out["w2"] = np.full(gen.shape[0], np.nan)
-    return out
 
 
 def _save(path: Path, obj: dict) -> None:
@@ -270,17 +212,6 @@ def _load(path: Path) -> dict:
     return ck
 
 
-def _check_finite_samples(samples: np.ndarray, t: int, lam: float) -> None:
-    """Stop the run (RunError) when a model's samples left float64 (a diverging fit)."""
-    if not np.all(np.isfinite(samples)):
-        runs = np.nonzero(~np.all(np.isfinite(samples), axis=(1, 2)))[0]
-        where = "" if math.isnan(lam) else f", lambda = {format_lam(lam)}"
-        raise RunError(
-            f"samples of run {int(runs[0])} are not finite at iteration t = {t}{where} "
-            f"({len(runs)} run(s)): the fit diverged (try a smaller --lr)"
-        )
-
-
 class TwoDSimulation:
     """A 2D simulation bound to its run folder; ``run()`` runs or resumes it."""
 
@@ -293,6 +224,20 @@ class TwoDSimulation:
 
     # ---- t = 0, shared by every lambda -------------------------------------------------------
     def stage_zero(self, real: RealData) -> dict:
+        """The fit on the real data (t = 0), shared by every lambda; computed once, then read.
+
+        Parameters
+        ----------
+        real : RealData
+            Each run's training (R, n, 2), held-out and floor (R, n_eval, 2) points.
+
+        Returns
+        -------
+        dict
+            ``state`` (the model's, for R runs), ``samples`` (tensor (R, max(n_eval, n), 2),
+            theta_0's samples: metrics at t = 0 and the synthetic data of t = 1), ``theta0``
+            (tensor (R, p)), ``metrics`` and ``floor`` (tensors (R,) per distance).
+        """
         import torch
 
         path = self.folder.file("checkpoints", "t0.pt")
@@ -306,11 +251,11 @@ class TwoDSimulation:
         # max(n_eval, n) whatever the lambda values, so that a lambda's numbers do not depend on
         # the others; a lambda > 1 needing more synthetic points draws them from its own stream.
         samples = model.sample(max(cfg.n_eval, cfg.n), RunStreams(cfg.seed, (7,), self.runs)).x
-        _check_finite_samples(samples, 0, math.nan)
+        check_finite_samples(samples, 0, math.nan)
         exact = cfg.n_eval <= cfg.exact_max
         seeds = [zlib.crc32(f"{cfg.seed}|{r}|0".encode()) for r in self.runs]
-        metrics = _distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
-        floor = _distances(real.floor, real.heldout, exact, [s + 1 for s in seeds])
+        metrics = distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
+        floor = distances(real.floor, real.heldout, exact, [s + 1 for s in seeds])
         stage = {
             "state": model.state(),
             "samples": torch.from_numpy(samples),
@@ -321,89 +266,83 @@ class TwoDSimulation:
         _save(path, stage)
         return stage
 
-    # ---- one lambda -------------------------------------------------------------------------
-    def run_lambda(self, li: int, lam: float, real: RealData, stage: dict, bar=None) -> dict:
-        import torch
+    # ---- a group of lambdas trained as one ensemble -------------------------------------------
+    def run_group(self, lis: list[int], stage: dict, bar=None) -> dict[int, dict]:
+        """Run or resume the lambdas ``lis`` as one joint ensemble (``simulations.twod_group``).
 
-        from simulations.ensemble import RunStreams
+        Every (lambda, run) pair is a member of one ensemble, started from the shared t = 0 fit
+        (``stage``); ``stability.loop.retrain`` drives the group through ``GroupedPolicy``, each
+        lambda's training set built by its own policy. After each iteration the group's
+        checkpoint ``checkpoints/lam{i-j-...}.pt`` is written atomically.
+
+        Parameters
+        ----------
+        lis : list of int
+            Indices into ``cfg.lams`` (one group of ``joint_groups``).
+        stage : dict
+            The t = 0 stage (``stage_zero``).
+        bar : tqdm or None
+            Progress bar, advanced by one per lambda and iteration.
+
+        Returns
+        -------
+        dict of int to dict of str to list of ndarray
+            Per lambda index, each metric's values at t = 0..T, one array of shape (R,) each.
+        """
+        from simulations.models2d import tile_state
+        from simulations.twod_group import GroupedPolicy, GroupModel
 
         cfg = self.cfg
-        path = self.folder.file("checkpoints", f"lam{li}.pt")
-        model = make_model(cfg, self.runs)
-        streams = RunStreams(cfg.seed, (8, _lam_key(cfg.policy, lam)), self.runs)
-        theta0 = stage["theta0"]
-        history = {m: [np.asarray(stage["metrics"][m])] for m in ("w1", "w2", "w2_sliced")}
-        history["param_distance"] = [np.zeros(cfg.runs)]
-        history["loss"] = [np.asarray(stage["state"]["last_loss"])]
-        snapshots = [np.asarray(stage["samples"][0, : cfg.n_eval])]
+        job = GroupJob(self, lis, stage)
+        path = self.folder.file("checkpoints", "lam" + "-".join(map(str, lis)) + ".pt")
+        group = GroupModel(job.model, len(lis), job.sample_lambda)
+        pools = [None] * len(lis)
         if path.exists():
-            ck = _load(path)
-            model.load_state(ck["state"])
-            streams.set_state(ck["streams"])
-            real.streams.set_state(ck["real_streams"])
-            history = {k: [np.asarray(v) for v in vals] for k, vals in ck["history"].items()}
-            snapshots = [np.asarray(s) for s in ck["snapshots"]]
-            pool = None if ck["pool"] is None else PointSet(np.asarray(ck["pool"]))
-            loop_state = LoopState(int(ck["t"]), pool)
-            cached = _Cached(model, np.asarray(ck["cache"]))
+            t = job.restore(_load(path), group, pools)
         else:
-            model.load_state(stage["state"])
-            loop_state = LoopState(0, None)
-            cached = _Cached(model, np.asarray(stage["samples"]))
+            job.model.load_state(tile_state(stage["state"], len(lis)))
+            for view in group.views:
+                view.cache = np.asarray(stage["samples"])
+            t = 0
         if bar is not None:
-            bar.update(loop_state.t)
-        if loop_state.t >= cfg.iterations:
-            return history
-        exact = cfg.n_eval <= cfg.exact_max
-        scale = math.sqrt(model.net.params_per_run)
-        kmax = synthetic_count(lam, cfg.n)
+            bar.update(t * len(lis))
+        if t >= cfg.iterations:
+            return job.histories
+        policy = GroupedPolicy(
+            [self.policies[li] for li in lis],
+            [PointSet(r.train) for r in job.reals],
+            job.streams,
+            [r.fresh(self.source) for r in job.reals],
+            pools,
+        )
 
         def record(t, wrapped, data):
-            samples = model.sample(max(cfg.n_eval, kmax), streams).x
-            _check_finite_samples(samples, t, lam)
-            seeds = [zlib.crc32(f"{cfg.seed}|{r}|{li}|{t}".encode()) for r in self.runs]
-            d = _distances(samples[:, : cfg.n_eval], real.heldout, exact, seeds)
-            for k, v in d.items():
-                history[k].append(v)
-            history["param_distance"].append(
-                (torch.linalg.vector_norm(model.params() - theta0, dim=1) / scale).numpy()
-            )
-            history["loss"].append(np.asarray(model.last_loss))
-            snapshots.append(samples[0, : cfg.n_eval])
-            cached.cache = samples
-            _save(
-                path,
-                {
-                    "t": t,
-                    "state": model.state(),
-                    "streams": streams.state(),
-                    "real_streams": real.streams.state(),
-                    "pool": None
-                    if loop_state.pool is None
-                    else torch.from_numpy(np.asarray(loop_state.pool.x)),
-                    "cache": torch.from_numpy(samples),
-                    "history": {
-                        k: [torch.from_numpy(np.asarray(v)) for v in vals]
-                        for k, vals in history.items()
-                    },
-                    "snapshots": [torch.from_numpy(np.asarray(s)) for s in snapshots],
-                },
-            )
+            job.record(t, group)
+            _save(path, job.checkpoint(t, group, pools))
             if bar is not None:
-                bar.set_postfix_str(f"lambda={lam:g} t={t} W2={np.nanmean(history['w2'][-1]):.3f}")
-                bar.update(1)
+                w2 = np.nanmean(job.histories[lis[-1]]["w2"][-1])
+                bar.set_postfix_str(f"t={t} W2(lambda={cfg.lams[lis[-1]]:g})={w2:.3f}")
+                bar.update(len(lis))
 
         retrain(
-            cached,
-            PointSet(real.train),
-            self.policies[li],
+            group,
+            None,
+            policy,
             cfg.iterations,
-            streams,
+            None,
             on_iteration=record,
-            fresh_source=real.fresh(self.source),
-            state=loop_state,
+            state=LoopState(t, None),
         )
-        return history
+        return job.histories
+
+    def groups(self) -> list[list[int]]:
+        """The lambda indices trained together (``joint``) or one by one (``joint=False``)."""
+        from simulations.twod_group import joint_groups
+
+        cfg = self.cfg
+        if not cfg.joint:
+            return [[i] for i in range(len(cfg.lams))]
+        return joint_groups(self.policies, cfg.n, cfg.batch, cfg.iterations)
 
     # ---- everything -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -434,11 +373,13 @@ class TwoDSimulation:
                     unit="iter",
                 )
             stage = self.stage_zero(real)
+            histories = {}
+            for lis in self.groups():
+                histories.update(self.run_group(lis, stage, bar))
             rows = []
             for li, lam in enumerate(cfg.lams):
-                real_l = RealData(cfg, self.source, self.runs)  # fresh streams for policy 'fresh'
-                history = self.run_lambda(li, lam, real_l, stage, bar)
-                for m in METRICS_2D:
+                history = histories[li]
+                for m in history:
                     rows.extend(summary_rows(cfg.policy, lam, m, np.stack(history[m], axis=1)))
                 for m, v in stage["floor"].items():
                     vals = np.repeat(np.asarray(v)[:, None], cfg.iterations + 1, axis=1)
@@ -451,91 +392,59 @@ class TwoDSimulation:
         return self.describe(rows, figures)
 
     def figures(self, rows: list[dict]) -> list[str]:
-        from stability.runs.plots import metric_figure, save_figure
+        """Draw the missing figures of a finished run (metric curves, density grid).
+
+        Parameters
+        ----------
+        rows : list of dict
+            The run's summary rows.
+
+        Returns
+        -------
+        list of str
+            Paths of every figure, drawn now or before.
+        """
+        from simulations.twod_figures import metric_curves
 
         cfg = self.cfg
         out = self.folder.file("figures")
-        paths = []
-        what = f"{cfg.model} ({cfg.fm if cfg.model == 'flow' else 'DDPM'}), {cfg.data}, n={cfg.n}, {cfg.runs} runs"
-        for metric in ("w1", "w2", "w2_sliced", "param_distance"):
-            path = out / f"{metric}.png"
-            if not path.exists():
-                overlays = []
-                floor = [r for r in rows if r["metric"] == f"{metric}_floor"]
-                if floor:
-                    t = np.arange(cfg.iterations + 1)
-                    overlays.append(
-                        (
-                            "floor: two real samples",
-                            t,
-                            np.full(t.shape, floor[0]["mean"]),
-                            dict(color="k", ls=":", lw=1),
-                        )
-                    )
-                title = {"param_distance": "||theta_t - theta_0|| / sqrt(p)  (Figure 8)"}.get(
-                    metric, f"{metric} to held-out real data (Figure 7)"
-                )
-                save_figure(
-                    metric_figure(rows, metric, f"{title}\n{what}", overlays, band="std"), path
-                )
-            paths.append(str(path))
+        model = cfg.fm if cfg.model == "flow" else "DDPM"
+        what = f"{cfg.model} ({model}), {cfg.data}, n={cfg.n}, {cfg.runs} runs"
+        paths = metric_curves(rows, out, what, cfg.iterations)
         grid = out / "samples.png"
         if not grid.exists():
             self.sample_grid(grid)
         paths.append(str(grid))
         return paths
 
+    def snapshots(self, li: int) -> list:
+        """Run 0's samples of lambda ``cfg.lams[li]`` at t = 0..T, arrays of shape (n_eval, 2)."""
+        for lis in self.groups():
+            if li in lis:
+                ck = _load(self.folder.file("checkpoints", "lam" + "-".join(map(str, lis)) + ".pt"))
+                return [np.asarray(s) for s in ck["snapshots"][str(li)]]
+        raise KeyError(li)
+
     def sample_grid(self, path: Path) -> None:
-        """Densities of run 0 per lambda (rows) and iteration (columns), Figures 3 and 4."""
-        import matplotlib
+        """Densities of run 0 per lambda (rows) and iteration (columns), Figures 3 and 4.
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        from stability.runs.plots import save_figure
+        Parameters
+        ----------
+        path : Path
+            The PNG to write (``simulations.twod_figures.density_grid``).
+        """
+        from simulations.twod_figures import density_grid, grid_columns, row_label
 
         cfg = self.cfg
-        cols = sorted(
-            {0, cfg.iterations // 4, cfg.iterations // 2, (3 * cfg.iterations) // 4, cfg.iterations}
-        )
         real = RealData(cfg, self.source, [0]).heldout[0]
-        lo, hi = real.min(0) - 1.5, real.max(0) + 1.5
-        fig, axes = plt.subplots(
-            len(cfg.lams),
-            len(cols) + 1,
-            figsize=(2.2 * (len(cols) + 1), 2.2 * len(cfg.lams)),
-            squeeze=False,
+        density_grid(
+            path,
+            real,
+            [self.snapshots(i) for i in range(len(cfg.lams))],
+            [row_label(lam) for lam in cfg.lams],
+            grid_columns(cfg.iterations),
+            f"{cfg.model}, {cfg.data}, n = {cfg.n}: densities of run 0 ({cfg.n_eval} samples each)",
         )
-        for i, lam in enumerate(cfg.lams):
-            ck = _load(self.folder.file("checkpoints", f"lam{i}.pt"))
-            snaps = ck["snapshots"]
-            axes[i, 0].hist2d(
-                real[:, 0],
-                real[:, 1],
-                bins=60,
-                range=[[lo[0], hi[0]], [lo[1], hi[1]]],
-                cmap="viridis",
-            )
-            axes[i, 0].set_ylabel("fully synthetic" if math.isinf(lam) else f"lambda = {lam:g}")
-            for j, t in enumerate(cols, start=1):
-                s = np.asarray(snaps[t])
-                axes[i, j].hist2d(
-                    s[:, 0],
-                    s[:, 1],
-                    bins=60,
-                    range=[[lo[0], hi[0]], [lo[1], hi[1]]],
-                    cmap="viridis",
-                )
-                if i == 0:
-                    axes[i, j].set_title(f"t = {t}")
-            if i == 0:
-                axes[i, 0].set_title("real data")
-        for ax in axes.ravel():
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"{cfg.model}, {cfg.data}: densities of run 0")
-        fig.tight_layout()
-        save_figure(fig, path)
 
     def describe(self, rows, figures) -> dict:
         """Summary of a finished run: paths and each metric's mean +- se at the last iteration."""

@@ -17,6 +17,13 @@ def _lams(values: list[str]) -> tuple:
 
 
 def gaussian_parser() -> argparse.ArgumentParser:
+    """The options of ``stability simulate gaussian`` (those of ``GaussianSimConfig``).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Every option defaults to None (the configuration's default), except the flags.
+    """
     p = ArgParser(
         prog="stability simulate gaussian",
         description="Algorithm 1 with a Gaussian model: exact (sufficient statistics) or sampled.",
@@ -75,6 +82,18 @@ def gaussian_parser() -> argparse.ArgumentParser:
 
 
 def main_gaussian(argv: list[str]) -> int:
+    """``stability simulate gaussian``: run or resume a Gaussian simulation, print its summary.
+
+    Parameters
+    ----------
+    argv : list of str
+        The options (``gaussian_parser``).
+
+    Returns
+    -------
+    int
+        0 (errors are raised: UsageError before anything is written, RunError during the run).
+    """
     from simulations.gaussian import METRICS
     from simulations.gaussian_sim import GaussianSimConfig, run_gaussian_simulation
 
@@ -117,11 +136,48 @@ def main_gaussian(argv: list[str]) -> int:
 
 
 def twod_parser(kind: str) -> argparse.ArgumentParser:
+    """The options of ``stability simulate flow|diffusion`` (those of ``TwoDConfig``).
+
+    Parameters
+    ----------
+    kind : {"flow", "diffusion"}
+        The model; flow adds the flow matcher and ODE options, diffusion the number of steps.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Every option defaults to None (``TwoDConfig``'s default), except the flags.
+    """
     p = ArgParser(
         prog=f"stability simulate {kind}",
         description=f"Algorithm 1 with 2D {'flow-matching' if kind == 'flow' else 'DDPM'} models, "
         "R runs trained as one batched ensemble.",
     )
+    _twod_loop_options(p)
+    _twod_training_options(p, kind)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train the lambdas one after another instead of as one ensemble (same numbers)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default torch's; 1 is fastest for a few runs: the step is "
+        "dispatch-bound)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a small setting that runs in under 2 minutes"
+    )
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--json", action="store_true", help="print the result description as JSON")
+    return p
+
+
+def _twod_loop_options(p: argparse.ArgumentParser) -> None:
+    """Data, lambdas, policy, iterations, runs and evaluation sizes of a 2D simulation."""
     p.add_argument(
         "--data", default=None, help="moons | moons-ffjord | 8gaussians | 8gaussians-ffjord"
     )
@@ -132,6 +188,22 @@ def twod_parser(kind: str) -> argparse.ArgumentParser:
         "--iterations", type=int, default=None, help="retraining iterations T (default 20)"
     )
     p.add_argument("--runs", type=int, default=None, help="independent runs R (default 50)")
+    p.add_argument(
+        "--n-eval",
+        type=int,
+        default=None,
+        help="generated and held-out points for the metrics (default n)",
+    )
+    p.add_argument(
+        "--n-fresh", type=int, default=None, help="fresh real points per iteration (policy fresh)"
+    )
+    p.add_argument(
+        "--subsample-size", type=int, default=None, help="training set size (accumulate-subsample)"
+    )
+
+
+def _twod_training_options(p: argparse.ArgumentParser, kind: str) -> None:
+    """Optimisation, network and model options of a 2D simulation."""
     p.add_argument(
         "--epochs",
         type=float,
@@ -152,18 +224,6 @@ def twod_parser(kind: str) -> argparse.ArgumentParser:
         action="store_true",
         help="re-initialise at every iteration instead of fine-tuning",
     )
-    p.add_argument(
-        "--n-eval",
-        type=int,
-        default=None,
-        help="generated and held-out points for the metrics (default n)",
-    )
-    p.add_argument(
-        "--n-fresh", type=int, default=None, help="fresh real points per iteration (policy fresh)"
-    )
-    p.add_argument(
-        "--subsample-size", type=int, default=None, help="training set size (accumulate-subsample)"
-    )
     if kind == "flow":
         p.add_argument("--fm", default=None, help="otcfm (default) | cfm | sbcfm")
         p.add_argument(
@@ -175,30 +235,42 @@ def twod_parser(kind: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--diffusion-steps", type=int, default=None, help="diffusion steps T (default 100)"
         )
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument(
-        "--quick", action="store_true", help="a small setting that runs in under 2 minutes"
-    )
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--json", action="store_true", help="print the result description as JSON")
-    return p
 
 
 def main_twod(kind: str, argv: list[str]) -> int:
+    """``stability simulate flow|diffusion``: run or resume a 2D simulation, print its summary.
+
+    Parameters
+    ----------
+    kind : {"flow", "diffusion"}
+    argv : list of str
+        The options (``twod_parser``).
+
+    Returns
+    -------
+    int
+        0 (errors are raised: UsageError before anything is written, RunError during the run).
+    """
     from simulations.twod_sim import TwoDConfig, TwoDSimulation, quick_config
+    from stability.errors import UsageError
 
     args = twod_parser(kind).parse_args(argv)
-    given = {
-        k: v
-        for k, v in vars(args).items()
-        if v is not None and k not in ("quick", "out", "json", "from_scratch", "lam")
-    }
+    flags = ("quick", "out", "json", "from_scratch", "lam", "sequential", "threads")
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in flags}
     if args.lam is not None:
         given["lams"] = _lams(args.lam)
     if args.from_scratch:
         given["from_scratch"] = True
+    if args.sequential:
+        given["joint"] = False
     if kind == "diffusion" and "data" not in given:
         given["data"] = "8gaussians"  # Figure 3 of the paper
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = quick_config(kind, **given) if args.quick else TwoDConfig(model=kind, **given)
     sim = TwoDSimulation(config, args.out, progress=sys.stderr.isatty() and not args.json)
     result = sim.run()
@@ -206,6 +278,8 @@ def main_twod(kind: str, argv: list[str]) -> int:
         print(json.dumps(result, indent=2))
         return 0
     metrics = ("w1", "w2", "w2_sliced", "param_distance")
+    first = next(iter(result["final"].values()))
+    metrics += tuple(m for m in ("mode_weight_tv", "mode_spread_ratio") if m in first)
     rows = [
         [lam] + [f"{fmt(m[k]['mean'])} +- {fmt(m[k]['se'])}" for k in metrics]
         for lam, m in result["final"].items()

@@ -276,7 +276,7 @@ def test_resume_after_a_crash_gives_the_same_numbers(tiny_flow, tmp_path, monkey
 
     def crashing(path, obj):
         calls["n"] += 1
-        if calls["n"] == 4:  # t0, lam0 t1, lam0 t2, then crash during lam1
+        if calls["n"] == 3:  # t0, the joint group's t1, then crash at its t2
             raise KeyboardInterrupt
         return real_save(path, obj)
 
@@ -310,7 +310,7 @@ def test_diffusion_resume_with_an_accumulating_pool(tmp_path, monkeypatch):
 
     def crashing(path, obj):
         calls["n"] += 1
-        if calls["n"] == 3:  # t0, then lam0 t1, then crash at lam0 t2
+        if calls["n"] == 3:  # t0, then the group's t1, then crash at its t2
             raise KeyboardInterrupt
         return real_save(path, obj)
 
