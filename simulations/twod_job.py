@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 
 def lam_key(policy: str, lam: float) -> int:
+    """The stream key of a (policy, lambda) pair: CRC-32 of ``"policy|lambda"``.
+
+    It names each lambda's sampling streams, so a lambda's numbers do not depend on which other
+    lambdas run beside it (jointly or one by one).
+    """
     return zlib.crc32(f"{policy}|{format_lam(lam)}".encode())
 
 

@@ -129,6 +129,12 @@ def figures(sim, histories: dict, prefix: str) -> list[str]:
 
 
 def main(argv=None) -> int:
+    """``python -m simulations.twod_report FOLDER [--at T ...] [--figures PREFIX]``.
+
+    Prints each metric's value per lambda at the iterations ``--at`` from a running or finished
+    2D run folder (its checkpoints), and with ``--figures`` draws the density grid and curves.
+    Returns the exit code (0).
+    """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path)
     p.add_argument("--at", type=int, nargs="+", default=[0, 10, 50, 100])
