@@ -121,8 +121,14 @@ def test_expected_hessian_negative_definite_with_top_eigenvalue_minus_alpha(cov)
     for coords in ("svec", "vech"):
         eig = np.linalg.eigvalsh(G.expected_hessian(mu, prec, mu, coords))
         assert eig[-1] < 0
-    top = np.linalg.eigvalsh(G.expected_hessian(mu, prec, mu, "svec"))[-1]
-    assert top == pytest.approx(-G.assumption2_alpha(prec), rel=1e-8)
+    h = G.expected_hessian(mu, prec, mu, "svec")
+    top = np.linalg.eigvalsh(h)[-1]
+    alpha = G.assumption2_alpha(prec)
+    # eigvalsh is backward stable: each eigenvalue is exact for a matrix within
+    # p(n) eps ||H||_2 of H, so with cond(Sigma) up to 1e4 (||H|| ~ 1e5 here) the top eigenvalue,
+    # of size alpha ~ 1e-3, is only known to that absolute accuracy (CI drew a case at 1.3e-11).
+    tol = max(1e-8 * alpha, 16 * np.finfo(float).eps * np.linalg.norm(h, 2))
+    assert abs(top + alpha) <= tol
 
 
 def test_full_coordinates_are_indefinite_off_the_symmetric_subspace():
