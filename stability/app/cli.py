@@ -14,7 +14,7 @@ import os
 import sys
 
 from stability.app.map import add_map
-from stability.app.parser import ArgParser
+from stability.app.parser import ArgParser, int_at_least
 from stability.app.theory import add_theory_commands, cmd_check
 from stability.errors import RunError, UsageError
 
@@ -248,15 +248,8 @@ def _integer(text: str, name: str, minimum: int) -> int:
     return value
 
 
-def seed_option(text: str) -> int:
-    """The argparse type of --seed: an integer >= 0 (numpy refuses negative seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+# The argparse type of --seed: an integer >= 0 (numpy refuses negative seeds).
+seed_option = int_at_least(0)
 
 
 def alpha_monte_carlo_bytes(n: int, d: int, runs: int) -> float:

@@ -17,3 +17,34 @@ class ArgParser(argparse.ArgumentParser):
     def error(self, message):  # noqa: D401 - argparse API
         """Raises `UsageError` with ``prog: message`` instead of printing usage and exiting."""
         raise UsageError(f"{self.prog}: {message}")
+
+
+def int_at_least(minimum: int, why: str = ""):
+    """An argparse ``type`` accepting an integer >= `minimum` (e.g. --seed 0, --jobs 1).
+
+    Parameters
+    ----------
+    minimum : int
+        The smallest value accepted.
+    why : str
+        Said after the message, in parentheses, when given.
+
+    Returns
+    -------
+    callable
+        ``text -> int``, raising `argparse.ArgumentTypeError` (one line) otherwise.
+    """
+    note = f" ({why})" if why else ""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}{note}, got {text!r}"
+            ) from None
+        return value
+
+    return parse

@@ -16,12 +16,12 @@ checks of `stability.family_checks` on that pair.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 
 from stability.app.formatting import fmt, print_check_results, text_table
+from stability.app.parser import int_at_least
 from stability.errors import UsageError
 
 
@@ -287,15 +287,8 @@ def _table_row(out: dict, i: int, r: dict) -> list:
 # stability check
 
 
-def jobs_option(text: str) -> int:
-    """The argparse type of --jobs: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+# The argparse type of --jobs: an integer >= 1.
+jobs_option = int_at_least(1)
 
 
 def cmd_check(args) -> int:
