@@ -15,7 +15,8 @@ own formulas.
 
 Every check function takes the model class as an argument (``model=``; the models are in
 `stability.collapse_models`), so that a test can hand it a mutated model and see the verdict
-change.
+change. The registered ``check_*`` wrappers take the check Context (mode and seed) and return
+the CheckResult fields from `stability.checks.verdict.result`, like every check.
 """
 
 from __future__ import annotations
@@ -156,16 +157,6 @@ def gaussian_collapse(ctx, model=GaussianMLE) -> dict:
 def check_gaussian_collapse(ctx):
     """Shumailov et al. / Alemohammad et al.: collapse of a refit Gaussian (see `gaussian_collapse`
     for the claims, the closed forms and the design).
-
-    Parameters
-    ----------
-    ctx : stability.checks.Context
-        Mode (sizes) and seed.
-
-    Returns
-    -------
-    dict
-        The CheckResult fields, from `stability.checks.verdict.result`.
     """
     return gaussian_collapse(ctx)
 
@@ -259,16 +250,6 @@ def accumulate_bound(ctx, model=GaussianMLE, regression=LinearRegressionOLS) -> 
 def check_accumulate(ctx):
     """Gerstgrasser et al. / Dey and Donoho: accumulating data keeps the error below pi^2/6
     tr(Sigma)/n (see `accumulate_bound`).
-
-    Parameters
-    ----------
-    ctx : stability.checks.Context
-        Mode (sizes) and seed.
-
-    Returns
-    -------
-    dict
-        The CheckResult fields, from `stability.checks.verdict.result`.
     """
     return accumulate_bound(ctx)
 
@@ -325,18 +306,7 @@ def regression_growth(ctx, model=LinearRegressionOLS) -> dict:
     GROUP,
 )
 def check_regression(ctx):
-    """Dohmatob et al.: the linear growth of the least-squares error (see `regression_growth`).
-
-    Parameters
-    ----------
-    ctx : stability.checks.Context
-        Mode (sizes) and seed.
-
-    Returns
-    -------
-    dict
-        The CheckResult fields, from `stability.checks.verdict.result`.
-    """
+    """Dohmatob et al.: the linear growth of the least-squares error (see `regression_growth`)."""
     return regression_growth(ctx)
 
 
@@ -434,18 +404,7 @@ def bernoulli_collapse(ctx, model=BernoulliMLE) -> dict:
     GROUP,
 )
 def check_bernoulli(ctx):
-    """Suresh et al.: the Bernoulli refit as a Wright-Fisher chain (see `bernoulli_collapse`).
-
-    Parameters
-    ----------
-    ctx : stability.checks.Context
-        Mode (sizes) and seed.
-
-    Returns
-    -------
-    dict
-        The CheckResult fields, from `stability.checks.verdict.result`.
-    """
+    """Suresh et al.: the Bernoulli refit as a Wright-Fisher chain (see `bernoulli_collapse`)."""
     return bernoulli_collapse(ctx)
 
 
@@ -497,18 +456,7 @@ def gaussian_tail(ctx, model=GaussianMLE) -> dict:
     GROUP,
 )
 def check_gaussian_tail(ctx):
-    """Suresh et al.: the tail bound on sigma_k (see `gaussian_tail`).
-
-    Parameters
-    ----------
-    ctx : stability.checks.Context
-        Mode (sizes) and seed.
-
-    Returns
-    -------
-    dict
-        The CheckResult fields, from `stability.checks.verdict.result`.
-    """
+    """Suresh et al.: the tail bound on sigma_k (see `gaussian_tail`)."""
     return gaussian_tail(ctx)
 
 
@@ -618,16 +566,5 @@ def golden_ratio(ctx, model=WeightedMean) -> dict:
     GROUP,
 )
 def check_golden_ratio(ctx):
-    """He et al.: the golden-ratio weighting of fresh real data (see `golden_ratio`).
-
-    Parameters
-    ----------
-    ctx : stability.checks.Context
-        Mode (sizes) and seed.
-
-    Returns
-    -------
-    dict
-        The CheckResult fields, from `stability.checks.verdict.result`.
-    """
+    """He et al.: the golden-ratio weighting of fresh real data (see `golden_ratio`)."""
     return golden_ratio(ctx)
