@@ -165,8 +165,8 @@ def twod_parser(kind: str) -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default torch's; 1 is fastest for a few runs: the step is "
-        "dispatch-bound)",
+        help="torch and numba threads (default the libraries'; 1 is fastest for a few runs: "
+        "the step is dispatch-bound)",
     )
     p.add_argument(
         "--quick", action="store_true", help="a small setting that runs in under 2 minutes"
@@ -268,9 +268,9 @@ def main_twod(kind: str, argv: list[str]) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        import torch
+        from stability.app.threads import set_threads
 
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)  # numba too: its first kernel would reset torch's count
     config = quick_config(kind, **given) if args.quick else TwoDConfig(model=kind, **given)
     sim = TwoDSimulation(config, args.out, progress=sys.stderr.isatty() and not args.json)
     result = sim.run()

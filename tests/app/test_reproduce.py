@@ -14,7 +14,7 @@ from scipy import stats
 import stability.app.reproduce.run as driver
 from stability.app import reproduce as rp
 from stability.app.reproduce import deep, gaussian, share, sizes, theory, twod
-from stability.app.reproduce.threads import one_thread
+from stability.app.threads import one_thread
 from stability.errors import UsageError
 from stability.runs.runfolder import read_summary
 
@@ -147,18 +147,6 @@ def test_share_t0_hands_a_finished_stage_to_a_run_not_started(tmp_path):
     for parts in share.T0_FILES:
         assert (target / Path(*parts)).read_bytes() == (source / Path(*parts)).read_bytes()
     assert json.loads((target / "metrics.json").read_text()) == {"0": rows["0"]}
-
-
-def test_one_thread_inside_the_block_and_restored_after():
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with one_thread():
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_deep_numbers_are_the_runs_statistics(report):

@@ -24,8 +24,8 @@ from stability.app.reproduce.report import html_page, markdown
 from stability.app.reproduce.section import EngineClock, Section
 from stability.app.reproduce.sizes import SIZES, size_named
 from stability.app.reproduce.theory import part_theory
-from stability.app.reproduce.threads import one_thread
 from stability.app.reproduce.twod import part_2d
+from stability.app.threads import one_thread
 from stability.errors import UsageError
 from stability.runs.runfolder import atomic_write_text
 
