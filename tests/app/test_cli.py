@@ -101,6 +101,22 @@ def test_core_does_not_import_torch():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_alpha_and_help_do_not_import_scipy():
+    """`stability alpha N` and `--help` start in a fraction of a second because neither imports
+    scipy (its array-API layer alone took 0.25 s; issue 20)."""
+    code = (
+        "import sys, contextlib, io, stability.app.cli as c\n"
+        "rc = c.main(['alpha', '1000000000'])\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    c.main(['--help'])\n"
+        "assert 'scipy' not in sys.modules, sorted(m for m in sys.modules if 'scipy' in m)[:3]\n"
+        "sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "alpha(1000000000) = 0.99999999975" in proc.stdout
+
+
 # ---- the edges (issue: trust at the edges) -------------------------------------------------
 
 

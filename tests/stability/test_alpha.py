@@ -138,3 +138,10 @@ def test_alpha_d_quadrature_agrees_with_leading_asymptotics_to_second_order():
 def test_alpha_d_quadrature_refuses_beyond_its_accuracy():
     with pytest.raises(ValueError, match="asymptotic"):
         A.alpha_d_quadrature(10**7, 2)
+
+
+def test_bernoulli_numbers_equal_sympys():
+    """The series coefficients' exact Bernoulli numbers against sympy's (B_1's sign is a
+    convention the even-index series never uses)."""
+    ours = A._bernoulli(20)
+    assert all(sp.Rational(ours[j]) == sp.bernoulli(j) for j in range(21) if j != 1)
