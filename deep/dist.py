@@ -15,9 +15,16 @@ import torch.distributed as td
 
 
 def init(device: str) -> None:
-    """Join the process group if launched by torchrun (idempotent)."""
+    """Join the process group if launched by torchrun (idempotent).
+
+    On CUDA the process first makes cuda:LOCAL_RANK its current device: NCCL's collectives
+    (`broadcast_object_list`, the tensors of `gather_rows`) use the current device, which is
+    otherwise cuda:0 on every rank, so that every process of a node would talk through GPU 0.
+    """
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not td.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl" and "LOCAL_RANK" in os.environ:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         td.init_process_group(backend=backend)
 
 

@@ -26,7 +26,7 @@ from deep.data.cifar import RestrictedUnpickler, UnsafePickleError
 from deep.data.dataset import ImageDataset
 from deep.data.images import IMAGE_SUFFIXES, MAX_SIDE
 from deep.data.load import DIGITS_DEFAULT_RESOLUTION, PREFIXES, load_images
-from deep.data.save import png_bytes, save_png_folder, save_zip
+from deep.data.save import check_image_target, png_bytes, save_png_folder, save_zip
 
 __all__ = [
     "DIGITS_DEFAULT_RESOLUTION",
@@ -38,6 +38,7 @@ __all__ = [
     "UnsafePickleError",
     "load_images",
     "png_bytes",
+    "check_image_target",
     "save_png_folder",
     "save_zip",
 ]

@@ -40,6 +40,27 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def check_image_target(path) -> None:
+    """Refuse an output that `save_zip` or `save_png_folder` would refuse, before any work.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.zip`` file that must not exist, or a folder that must not exist or be empty.
+
+    Raises
+    ------
+    UsageError
+        One line naming the output, so that `deep generate` fails before sampling.
+    """
+    path = Path(path)
+    if path.suffix == ".zip":
+        if path.exists():
+            raise UsageError(f"{path} already exists")
+    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{path} already exists and is not an empty folder")
+
+
 def save_png_folder(images: np.ndarray, path) -> Path:
     """Write one PNG per image, ``path/000000.png``, ..., renamed into place when complete.
 
@@ -58,8 +79,7 @@ def save_png_folder(images: np.ndarray, path) -> Path:
     if len(images) == 0:
         raise UsageError("no images to save")
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"{path} already exists and is not an empty folder")
+    check_image_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     width = max(6, len(str(len(images) - 1)))
     tmp = _temporary_sibling(path)

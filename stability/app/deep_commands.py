@@ -452,7 +452,7 @@ def main_generate(argv) -> int:
     first-seed..first-seed + n - 1) with the checkpoint's method and write them to a zip or a
     folder of PNGs. Returns 0; bad options or a foreign checkpoint raise UsageError."""
     from deep import dist
-    from deep.data import save_png_folder, save_zip
+    from deep.data import check_image_target, save_png_folder, save_zip
     from deep.methods import make_method
     from deep.train import Trainer, TrainOptions, held_by_main
     from stability.runs.lock import lock_output
@@ -460,6 +460,7 @@ def main_generate(argv) -> int:
     args = generate_parser().parse_args(argv)
     check_positive(args, "n", "batch", "steps")
     check_device(args.device)
+    check_image_target(args.out)  # before loading and sampling, not after
     model, net, _ = _checkpoint_network(args.ckpt, None)
     if model == "edm":
         method = make_method(

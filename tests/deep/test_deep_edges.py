@@ -100,6 +100,29 @@ def test_generate_from_a_broken_checkpoint_exits_2_and_writes_nothing(tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_generate_into_an_occupied_output_is_refused_before_the_checkpoint_is_read(
+    tmp_path, capsys, kind
+):
+    """The output is checked first: with a broken checkpoint the refusal names the output,
+    so no sampling (hours for 50k images) can happen before it."""
+    ckpt = corrupt_checkpoints(tmp_path)["garbage.pt"]
+    if kind == "folder":
+        out = tmp_path / "gen"
+        out.mkdir()
+        (out / "keep.txt").write_text("someone's file")
+    else:
+        out = tmp_path / "gen.zip"
+        out.write_bytes(b"someone's zip")
+    code, err = run(capsys, "deep", "generate", "--ckpt", ckpt, "--n", 2, "--out", out)
+    assert_refused(code, err, "already exists")
+    assert "garbage.pt" not in err[0]
+    if kind == "folder":  # the occupied output is left as it was
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    else:
+        assert out.read_bytes() == b"someone's zip"
+
+
 def test_empty_checkpoint_as_init_of_retrain_exits_2(tmp_path, capsys):
     ckpt = corrupt_checkpoints(tmp_path)["empty.pt"]
     out = tmp_path / "run"
