@@ -45,15 +45,15 @@ MUTATIONS = [
     M(
         "R2",
         "stability/rates.py",
-        "special.gamma(xs + 0.5) / special.gamma(xs)",
-        "special.gamma(xs + 1.0) / special.gamma(xs)",
+        "math.gamma(v + 0.5) / math.gamma(v)",
+        "math.gamma(v + 1.0) / math.gamma(v)",
         "alpha(n): Gamma(x + 1) for Gamma(x + 1/2)",
     ),
     M(
         "R3",
         "stability/rates.py",
-        "(2.0**-k - 2.0) * b",
-        "(2.0**-k - 1.0) * b",
+        "(Fraction(1, 2**k) - 2) * bern[k + 1]",
+        "(Fraction(1, 2**k) - 1) * bern[k + 1]",
         "Stirling series of alpha(n) (n > 41): wrong B_k(1/2) factor",
     ),
     M(

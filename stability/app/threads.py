@@ -32,11 +32,12 @@ def set_threads(n: int):
     Returns
     -------
     list of callables
-        Each restores one library's previous setting, in the order to call them (torch first,
-        numba last, so that numba's reset of the OpenMP count cannot undo torch's).
+        Each restores one library's previous setting, in the order to call them (numba first,
+        torch last, so that numba's setting of the OpenMP count cannot undo torch's).
     """
     restore = []
-    # numba first, for the reason in the module docstring.
+    # numba before torch, both ways: any numba call may be the one that launches its OpenMP
+    # layer, which resets the OpenMP count that torch reads, so torch is always set last.
     if importlib.util.find_spec("numba") is not None:
         import numba
         from numba import config
@@ -49,7 +50,7 @@ def set_threads(n: int):
 
         old = torch.get_num_threads()
         torch.set_num_threads(n)
-        restore.insert(0, lambda: torch.set_num_threads(old))
+        restore.append(lambda: torch.set_num_threads(old))
     return restore
 
 
