@@ -36,8 +36,14 @@ def set_threads(n: int):
         torch last, so that numba's setting of the OpenMP count cannot undo torch's).
     """
     restore = []
-    # numba before torch, both ways: any numba call may be the one that launches its OpenMP
-    # layer, which resets the OpenMP count that torch reads, so torch is always set last.
+    # torch's count is read before numba is touched, and torch is set after numba both ways:
+    # any numba call may be the one that launches its OpenMP layer, which sets the OpenMP count
+    # torch reads to NUMBA_NUM_THREADS (read after it, torch's "old" count was numba's).
+    has_torch = importlib.util.find_spec("torch") is not None
+    if has_torch:
+        import torch
+
+        old = torch.get_num_threads()
     if importlib.util.find_spec("numba") is not None:
         import numba
         from numba import config
@@ -45,10 +51,7 @@ def set_threads(n: int):
         old_numba = numba.get_num_threads()
         numba.set_num_threads(min(n, config.NUMBA_NUM_THREADS))
         restore.append(lambda: numba.set_num_threads(old_numba))
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        old = torch.get_num_threads()
+    if has_torch:
         torch.set_num_threads(n)
         restore.append(lambda: torch.set_num_threads(old))
     return restore
