@@ -21,7 +21,7 @@ import numpy as np
 from stability import gaussian as G
 from stability.checks import Context, register
 from stability.checks.props34 import mle_step_draws, mle_step_moments, moment_claims
-from stability.checks.verdict import Measured, result
+from stability.checks.verdict import coverage, result
 from stability.linalg import inv_spd, random_spd, smat, svec
 
 GROUP = "theorem2"
@@ -160,13 +160,6 @@ def _premise(ctx, mean, cov, theta_star):
     return claims, controls
 
 
-def _coverage(inside: np.ndarray, level: float, **case) -> Measured:
-    """The claim P(event) >= level from i.i.d. indicators, with the standard error of the
-    fraction at the boundary (score test): decided 5 standard errors from `level`."""
-    se = math.sqrt(level * (1 - level) / inside.size)
-    return Measured(float(inside.mean()), level, ">=", se, dict(case, runs=int(inside.size)))
-
-
 @register(
     "theorem2-gaussian",
     "With probability >= 1 - delta, ||theta_t^n - theta*|| <= (eps_OPT + a sqrt(log(b t/delta))"
@@ -206,7 +199,7 @@ def check_theorem2(ctx):
     bound = _bound(consts, n, dists[:, 0], steps)
     inside = np.all(dists[:, 1:] <= bound, axis=1)
     claims, controls = _premise(ctx, mean, cov, theta_star)
-    claims.append(_coverage(inside, 1 - DELTA, what="eq (14) for all t", n=n, steps=steps))
+    claims.append(coverage(inside, 1 - DELTA, what="eq (14) for all t", n=n, steps=steps))
     stays_in_u = float(np.mean(np.all(dists <= RADIUS, axis=1)))
     return result(
         claims,
@@ -274,7 +267,7 @@ def check_fully_synthetic(ctx):
     escaped = np.any(dists[:, 1:] > bound, axis=1)
     escaped_f = np.any(finite[:, 1:] > bound_f, axis=1)
     left = np.any(dists > RADIUS, axis=1)
-    claim = _coverage(escaped & left, 1 - DELTA, what="escape with lam = inf", n=n, steps=steps)
+    claim = coverage(escaped & left, 1 - DELTA, what="escape with lam = inf", n=n, steps=steps)
     return result(
         [claim],
         summary=f"n = {n}: with lam = inf {np.mean(escaped & left):.3f} of {runs} runs exceed bound "

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 MARGIN_SE = 5.0
 
 
@@ -95,6 +97,32 @@ def equal(estimate: float, target: float, tol: float, se: float | None = None, *
         case,
         (float(estimate), float(target)),
     )
+
+
+def coverage(inside, level: float, **case) -> Measured:
+    """The claim P(event) >= `level` from i.i.d. indicators of the event.
+
+    The standard error is that of a fraction at the boundary, sqrt(level (1 - level) / runs)
+    (a score test), so a "holds" needs the observed fraction `MARGIN_SE` such errors above
+    `level`: with every run inside, runs >= MARGIN_SE^2 level / (1 - level) (475 at 0.95).
+
+    Parameters
+    ----------
+    inside : array_like of bool, shape (runs,)
+        Whether the event happened in each run.
+    level : float
+        The claimed lower bound on its probability, in (0, 1).
+    **case
+        Which case this is; ``runs`` is added.
+
+    Returns
+    -------
+    Measured
+        The observed fraction against `level`, sense ">=".
+    """
+    inside = np.asarray(inside, dtype=bool)
+    se = math.sqrt(level * (1 - level) / inside.size)
+    return Measured(float(inside.mean()), level, ">=", se, dict(case, runs=int(inside.size)))
 
 
 def _strength(m: Measured) -> float:

@@ -93,3 +93,25 @@ def test_cached_jacobians_belong_to_their_operator():
     np.testing.assert_array_equal(jb, b.jacobian_fd(0.3))
     assert not np.array_equal(jacobian_at_star(a, 2.0), ja)
     assert jacobian_at_star(operators()[0], 0.3).shape == (5, 5)
+
+
+def test_theorem2_bound_is_decided_by_the_verdict_rule(monkeypatch):
+    """The fraction of runs inside bound (14) is judged at 5 standard errors from 1 - delta
+    (as the paper's theorem2-gaussian), not by an interval of its own; a bound that every run
+    exceeds is a "fails" with the case as counterexample."""
+    import stability.family_checks as fc
+
+    op = _op("student-t:nu=4", "laplace")
+    (res,), _ = run_family_checks(op, mode="quick", names=["theorem2-bound"])
+    assert res.verdict == "holds" and res.margin_se >= 5, res.summary
+    decision = res.details["decision"]
+    assert decision["deciding_bound"] == 0.95 and decision["deciding_sense"] == ">="
+    assert decision["deciding_case"]["runs"] >= 475  # fewer cannot hold at 5 se
+
+    from stability.checks import Context
+
+    monkeypatch.setattr(fc, "theorem2_bound", lambda *a: np.zeros((1, 1)))
+    monkeypatch.setattr(Context, "size", lambda self, quick, *_: min(quick, 100))  # 100 runs
+    (bad,), _ = run_family_checks(op, mode="quick", names=["theorem2-bound"])
+    assert bad.verdict == "fails" and bad.measured == 0.0 and bad.details["runs"] == 100
+    assert bad.counterexample["what"] == "eq (14) for all t"
