@@ -201,7 +201,7 @@ def test_retrain_resolution_the_unet_cannot_halve_exits_2(tmp_path, capsys, mode
 
 
 def test_resolution_check_admits_what_the_networks_take():
-    from stability.app.deep_commands import check_resolution, downsampling_factor
+    from stability.app.deep_options import check_resolution, downsampling_factor
 
     # The tiny DDPM++ U-Net has 3 levels (factor 4), torchcfm's tiny one 2 (factor 2).
     assert downsampling_factor("edm") == downsampling_factor("ddpm") == 4

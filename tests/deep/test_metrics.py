@@ -505,7 +505,7 @@ def test_evaluate_include_self_defaults_to_k4(digits):
 def test_evaluate_command_include_self_means_k4_unless_k_is_given(tmp_path, capsys):
     """`stability deep evaluate --include-self` is prdc's convention (k = 4), `--k` overrides."""
     from deep.data import load_images, save_zip
-    from stability.app.deep_commands import main_evaluate
+    from stability.app.deep_images import main_evaluate
 
     # 8 x 8 images: 64 pixel features keep FID's matrix square root quick.
     real = load_images("digits:8", limit=300)
