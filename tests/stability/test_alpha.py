@@ -38,14 +38,14 @@ def test_alpha_tends_to_one_like_one_over_4n(n):
 
 
 @given(st.integers(2, 10**9))
-def test_sympy_equals_scipy(sympy_alpha, n):
+def test_sympy_equals_the_numeric_alpha(sympy_alpha, n):
     with mpmath.workdps(40):
         symbolic = sympy_alpha(mpmath.mpf(n))
     assert abs(float((A.alpha(n) - symbolic) / symbolic)) < 1e-12
 
 
 @given(st.integers(2, 10**12))
-def test_scipy_matches_mpmath_to_machine_precision(n):
+def test_numeric_alpha_matches_mpmath_to_machine_precision(n):
     exact = A.alpha_mpmath(n)
     assert abs(float((A.alpha(n) - exact) / exact)) < 1e-14
     gap = 1 - exact
