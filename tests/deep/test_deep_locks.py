@@ -144,7 +144,9 @@ RANKS = textwrap.dedent(
                 taken = "entered"
         except UsageError as exc:
             taken = "refused: " + str(exc)
-    print(json.dumps({"rank": dist.rank(), "free": free, "busy": taken}), flush=True)
+    # One file per rank: two ranks printing to one pipe can interleave their lines.
+    row = {"rank": dist.rank(), "free": free, "busy": taken}
+    (Path(sys.argv[2]) / f"rank{dist.rank()}.json").write_text(json.dumps(row))
     dist.shutdown()
     """
 )
@@ -153,13 +155,14 @@ RANKS = textwrap.dedent(
 def test_under_two_ranks_only_rank_0_locks_and_a_refusal_stops_every_rank(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(RANKS)
-    out = tmp_path / "out"
+    out, rows = tmp_path / "out", tmp_path / "rows"
     out.mkdir()
+    rows.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", str(script), str(out)]  # fmt: skip
+           "2", str(script), str(out), str(rows)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=child_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    lines = [json.loads(f.read_text()) for f in sorted(rows.iterdir())]
     assert sorted(r["rank"] for r in lines) == [0, 1]
     assert all(r["free"] == "entered" for r in lines)
     # Both ranks refused with rank 0's message, which names the holder: rank 0's own process.
