@@ -116,12 +116,8 @@ def phases(runs: int, iterations: int, folder: Path) -> dict[str, float]:
     )
     from simulations.gaussian import METRICS
     from simulations.gaussian_blocks import block_path, save_block
-    from simulations.gaussian_sim import (
-        GaussianSimConfig,
-        simulate_block,
-        summarise_saved_blocks,
-        write_figures,
-    )
+    from simulations.gaussian_figures import write_figures
+    from simulations.gaussian_sim import GaussianSimConfig, simulate_block, summarise_saved_blocks
     from stability.runs.plots import warm_up
     from stability.runs.runfolder import read_summary, write_summary
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simulations.gaussian import METRIC_DOC
+from simulations.gaussian import METRIC_DOC, METRICS
 
 if TYPE_CHECKING:
     from simulations.gaussian_sim import GaussianSimConfig
@@ -71,3 +71,23 @@ def draw_figure(cfg: GaussianSimConfig, rows: list[dict], metric: str, path: Pat
     overlays = _alpha_overlays(cfg, rows) if metric == "trace_sqrt_cov" else None
     title = f"{METRIC_DOC[metric]}\n{cfg.policy}, n={cfg.n}, d={cfg.dim}, {cfg.runs} runs ({cfg.engine})"
     save_figure(metric_figure(rows, metric, title, overlays), path)
+
+
+def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path) -> list[str]:
+    """One PNG per metric, drawn from the summary rows (existing files are kept).
+
+    Parameters
+    ----------
+    cfg : GaussianSimConfig
+    rows : list of dict
+        The summary rows (`stability.runs.runfolder.read_summary`).
+    folder : Path
+        Where the figures go.
+    """
+    paths = []
+    for metric in METRICS:
+        path = Path(folder) / f"{metric}.png"
+        if not path.exists():
+            draw_figure(cfg, [r for r in rows if r["metric"] == metric], metric, path)
+        paths.append(str(path))
+    return paths

@@ -536,6 +536,8 @@ def run_gaussian_simulation(
         (`stability reproduce`: 7 runs, 42 figures, nearly all of its Gaussian part's time at
         the tiny size) passes False and gets no paths.
     """
+    from simulations.gaussian_figures import write_figures  # matplotlib only when drawing
+
     cfg, source, _ = config.resolve()
     folder = RunFolder(out, "simulate gaussian", cfg.options())
     folder.check_writable()
@@ -572,28 +574,6 @@ def run_gaussian_simulation(
         # drawn already: their paths
         drawn = write_figures(cfg, rows, folder.file("figures")) if figures else []
     return describe(cfg, folder, rows, drawn)
-
-
-def write_figures(cfg: GaussianSimConfig, rows: list[dict], folder: Path) -> list[str]:
-    """One PNG per metric, drawn from the summary rows (existing files are kept).
-
-    Parameters
-    ----------
-    cfg : GaussianSimConfig
-    rows : list of dict
-        The summary rows (`stability.runs.runfolder.read_summary`).
-    folder : Path
-        Where the figures go.
-    """
-    from simulations.gaussian_figures import draw_figure
-
-    paths = []
-    for metric in METRICS:
-        path = Path(folder) / f"{metric}.png"
-        if not path.exists():
-            draw_figure(cfg, [r for r in rows if r["metric"] == metric], metric, path)
-        paths.append(str(path))
-    return paths
 
 
 def describe(
