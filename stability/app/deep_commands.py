@@ -249,7 +249,7 @@ def train_parser():
 
 def _train_config(args):
     """The DeepConfig of `deep train`'s options (defaults where an option is not given)."""
-    from deep.retrain import DeepConfig, check_run_options
+    from deep.config import DeepConfig, check_run_options
 
     reporting = {
         k: getattr(args, k)
@@ -280,8 +280,8 @@ def main_train(argv) -> int:
     (from --init if given) and write the checkpoint --out. Returns 0; bad options, data or a
     checkpoint of another image size raise UsageError before training."""
     from deep import dist
+    from deep.config import net_config
     from deep.data import load_images
-    from deep.retrain import net_config
     from deep.train import Trainer, held_by_main
     from stability.runs.lock import lock_output
 

@@ -267,12 +267,13 @@ def test_generate_and_evaluate_zero_counts_name_the_option(tmp_path, capsys):
 def test_n_left_out_still_means_every_image(monkeypatch, tmp_path, capsys):
     """The default of --n stays "all images": only an explicit 0 is refused."""
     import deep.retrain as dr
+    from stability.errors import UsageError
 
     seen = {}
 
     def fake_run(cfg, out, **kwargs):
         seen["n"] = cfg.n
-        raise dr.UsageError("stop here")
+        raise UsageError("stop here")
 
     monkeypatch.setattr(dr, "run_deep", fake_run)
     code, _ = run(capsys, "deep", "retrain", "--data", "digits:16", "--out", tmp_path / "o")
@@ -442,7 +443,7 @@ def test_capped_reads_still_load_a_data_set_at_its_size(tmp_path):
 
 @pytest.mark.parametrize("model, side", [("edm", 10), ("ddpm", 6), ("otcfm", 9)])
 def test_data_whose_side_the_network_cannot_halve_is_refused(model, side):
-    from deep.retrain import DeepConfig, net_config
+    from deep.config import DeepConfig, net_config
     from stability.errors import UsageError
 
     with pytest.raises(UsageError, match="multiple of"):

@@ -38,7 +38,7 @@ HOLDER = textwrap.dedent(
     """
 )
 
-# A small but real retraining run: everything _validate checks passes.
+# A small but real retraining run: everything validate_run checks passes.
 RETRAIN = ["--data", "digits:16", "--n", "64", "--iterations", "1", "--kimg", "0.01",
            "--init-kimg", "0.01", "--net", "tiny", "--batch", "8", "--features", "none"]  # fmt: skip
 
