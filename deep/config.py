@@ -11,7 +11,6 @@ from pathlib import Path
 
 from deep.augment import AUGMENT_DIM, paper_default
 from deep.edm import LATENTS
-from deep.figures import compare_runs, run_figures  # noqa: F401 (compare_runs: the CLI's)
 from deep.methods import METHODS, SPACINGS, OTCFMNet, make_method, net_from_dict
 from deep.status import STATUS_KIMG, STATUS_SEC
 from deep.train import FORMAT, TrainOptions, load_weights

@@ -41,7 +41,7 @@ from deep.config import (  # noqa: F401 (public names of deep.retrain, kept)
     quick_config,
     validate_run,
 )
-from deep.figures import compare_runs, run_figures  # noqa: F401 (compare_runs: the CLI's)
+from deep.figures import run_figures
 from deep.status import StatusLog, format_duration
 from deep.train import Trainer, held_by_main, load_weights
 from stability.loop import retrain, synthetic_count

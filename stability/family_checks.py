@@ -57,7 +57,7 @@ def theorem2(op: Operator, ctx: Context, lam: float = 1.0, n: int = 200) -> dict
     points of the data and floor(lam n) samples, and is inside when ||theta_t - theta*|| stays
     below bound (14) for t = 1..T. The fraction inside is decided by the rule of every check
     (`stability.checks.verdict.coverage`: 5 standard errors of a fraction at 1 - delta), so a
-    "holds" needs at least 475 runs, all inside: 800 runs x 4 steps in --quick, 1500 x 8 in
+    "holds" needs at least 475 runs, all inside: 1500 runs x 4 steps in --quick, 3000 x 8 in
     default, 6000 x 30 in --thorough (about 3 ms per refit for a two-parameter family).
 
     Parameters

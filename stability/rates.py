@@ -10,8 +10,9 @@ S ~ Wishart_d(n - 1, I). By rotation invariance E[sqrt(S)] = c I, so
 alpha_d(n) = E[tr sqrt(S)] / (d sqrt(n - 1)).
 
 Three independent computations are provided: the numeric one used everywhere (math.gamma below
-x = 20, an exact-coefficient Stirling series above; stable for n up to 1e12 and beyond), a symbolic one (sympy, from the chi density) and an arbitrary-precision
-one (mpmath) that the checks use as ground truth.
+x = 20, an exact-coefficient Stirling series above; stable for n up to 1e12 and beyond), a
+symbolic one (sympy, from the chi density) and an arbitrary-precision one (mpmath) that the
+checks use as ground truth.
 """
 
 from __future__ import annotations

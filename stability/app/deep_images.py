@@ -172,7 +172,7 @@ def main_compare(argv) -> int:
     """`stability deep compare` with `argv` (list of str): overlay the metrics of the given run
     folders in OUT/compare.png and OUT/compare.csv. Returns 0; an --out that is a file, or a
     folder that is not a retrain run, raises UsageError."""
-    from deep.retrain import compare_runs
+    from deep.figures import compare_runs
 
     args = compare_parser().parse_args(argv)
     out = Path(args.out)
